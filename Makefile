@@ -1,0 +1,41 @@
+# Targets mirror CI (.ci/run runs `make test`).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BAM := $(VENV)/bin/bam
+OUT ?= runs/demo
+
+.PHONY: venv demo test test-all bench regression clean help
+
+help:
+	@echo "make demo        end-to-end run on the synthetic default (build, train, evaluate, report)"
+	@echo "make test        the CI test suite (not slow, not gpu)"
+	@echo "make test-all    every test, slow ones included"
+	@echo "make bench       attribution throughput benchmark (scripts/bench.py)"
+	@echo "make regression  CI regression run against the committed baseline"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: venv
+	$(BAM) run --recipe synthetic --out $(OUT)
+
+test: venv
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-all: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) scripts/bench.py
+
+regression: venv
+	bash scripts/ci_regression.sh
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,3 @@
+from bam.cli.main import main
+
+main()

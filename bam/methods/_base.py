@@ -1,0 +1,91 @@
+"""Method metadata, the result type, and the method registry.
+
+Every method is a function ``fn(model, inputs, target, **params) -> Tensor | AttributionResult``
+registered with :func:`register_method` and a frozen :class:`MethodInfo`. The CLI, reports and
+tests read the metadata; nothing lists methods by hand.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from bam.registry import Registry
+
+#: Model capabilities a method may require (checked before it runs).
+#: "conv_layer": the model exposes ``model.gradcam_layer`` (last convolutional stage);
+#: "invertible": the model implements :class:`bam.models.protocols.InvertibleClassifier`.
+CAPABILITIES = ("conv_layer", "invertible")
+
+
+def _one_pass(params: Mapping[str, Any]) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Metadata of one attribution method (read by the CLI, reports and tests)."""
+
+    name: str
+    title: str
+    paper: str
+    family: str  # gradient | path | cam | guided | boundary | invertible | inversion | control | plugin
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    stochastic: bool = False
+    #: forward+backward passes per image for given (resolved) params
+    passes: Callable[[Mapping[str, Any]], int] = _one_pass
+    #: True when the method expands the batch (steps, samples, restarts) and micro-batches it
+    expands_batch: bool = False
+    #: False for controls that never call the model
+    uses_model: bool = True
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+        bad = set(self.requires) - set(CAPABILITIES)
+        if bad:
+            raise ValueError(f"method {self.name}: unknown capability {sorted(bad)}; accepted: {CAPABILITIES}")
+
+
+@dataclass
+class AttributionResult:
+    """Attributions plus per-image records.
+
+    ``valid[i]`` is False where the method failed on image ``i`` (e.g. no adversarial point was
+    found): such rows must never be scored as if they had succeeded. ``extras`` maps a record name
+    (e.g. ``boundary_distance``) to a tensor of shape ``[N]``.
+    """
+
+    attributions: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+    valid: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.valid is None:
+            self.valid = torch.ones(self.attributions.shape[0], dtype=torch.bool, device=self.attributions.device)
+
+
+class MethodFn(Protocol):
+    def __call__(self, model: torch.nn.Module | None, inputs: Tensor, target: Tensor, **params: Any) -> Tensor | AttributionResult: ...
+
+
+METHODS: Registry[MethodFn] = Registry(
+    "method", hint="or a plug-in as package.module:callable, or an entry point in group 'bam.methods'"
+)
+
+
+def register_method(info: MethodInfo) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: register ``fn`` under ``info.name``; duplicate names raise."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        METHODS.add(info.name, fn, info)
+        fn.bam_info = info  # type: ignore[attr-defined]
+        return fn
+
+    return deco
