@@ -30,3 +30,12 @@ def chunks(n: int, size: int) -> Iterator[slice]:
     size = max(1, int(size))
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+def resolve_micro_batch(model: torch.nn.Module | None, inputs: Tensor, micro_batch: int | None) -> int:
+    """``micro_batch`` when positive, else :func:`auto_micro_batch` (0/None mean "auto")."""
+    if micro_batch is not None and int(micro_batch) > 0:
+        return int(micro_batch)
+    if model is None:
+        return max(1, inputs.shape[0])
+    return auto_micro_batch(model, inputs)

@@ -1,1 +1,72 @@
-"""(being written)"""
+"""Guided backpropagation (Springenberg, Dosovitskiy, Brox, Riedmiller, "Striving for Simplicity:
+The All Convolutional Net", ICLR workshop 2015).
+
+At every ReLU the backward pass keeps only positive gradients *and* only where the forward input
+was positive: grad_in = max(grad_out, 0) · [x > 0]. Implemented with forward hooks on the model's
+``nn.ReLU`` modules that route each output through an identity whose backward clamps the gradient
+at zero (the ReLU's own backward then applies [x > 0]). This works for reused and in-place ReLU
+modules; functional ReLUs cannot be hooked, so such models are refused with a clear error rather
+than silently returning a plain gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bam.methods._base import MethodInfo, register_method
+from bam.methods._batching import resolve_micro_batch
+from bam.methods._grad import target_logit_grad
+from bam.methods._relu_audit import require_relu_modules
+
+SPRINGENBERG = ("Springenberg, Dosovitskiy, Brox, Riedmiller. Striving for Simplicity: The All Convolutional Net. "
+                "ICLR workshop 2015")
+
+
+class _PositiveGrad(torch.autograd.Function):
+    """Identity forward (a copy, so later in-place ops are allowed); backward keeps grad > 0 only."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102 - autograd API
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # noqa: D102 - autograd API
+        return grad.clamp(min=0)
+
+
+def _guide(module: torch.nn.Module, args: Any, output: Tensor) -> Tensor:
+    """Forward hook: wrap a ReLU output so its gradient is clamped at zero on the way back."""
+    return _PositiveGrad.apply(output)
+
+
+@contextlib.contextmanager
+def guided_relus(model: torch.nn.Module) -> Iterator[None]:
+    """Context in which every ``nn.ReLU`` of ``model`` back-propagates by the guided rule."""
+    handles = [m.register_forward_hook(_guide) for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def guided_backprop_grads(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_batch: int) -> Tensor:
+    """Guided-backprop gradients of the target logit (checks the model has no functional ReLU)."""
+    require_relu_modules(model, inputs, "guided_backprop", once=False)
+    with guided_relus(model):
+        grads, _ = target_logit_grad(model, inputs, target, micro_batch)
+    return grads
+
+
+@register_method(MethodInfo(
+    name="guided_backprop", title="Guided backpropagation", paper=SPRINGENBERG, family="guided",
+    description="Gradient where each ReLU passes back only positive gradients where its input was positive.",
+))
+def guided_backprop(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
+    """Guided backpropagation of the target logit, one forward+backward per image."""
+    return guided_backprop_grads(model, inputs, target, resolve_micro_batch(model, inputs, micro_batch))

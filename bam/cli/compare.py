@@ -1,0 +1,52 @@
+"""``bam compare BASELINE.csv NEW.csv``: the CI regression gate (exit 1 on a regression)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bam.cli._common import common_options
+
+
+@click.command("compare")
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--tolerance", type=float, default=0.05, show_default=True,
+              help="Allowed absolute change in the bad direction before a row is a regression.")
+@click.option("--use-ci/--no-use-ci", default=False, show_default=True,
+              help="Measure from the baseline's CI bound (ci_low for higher-is-better) instead of its value.")
+@click.option("--allow-missing", is_flag=True, default=False, show_default=True,
+              help="Do not fail when a baseline row (method/metric) is absent from NEW.")
+@click.option("--only-changes", is_flag=True, default=False, show_default=True,
+              help="Print only rows whose status is not OK/INFO.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the full diff table as CSV here.")
+@common_options
+def command(baseline: Path, new: Path, tolerance: float, use_ci: bool, allow_missing: bool, only_changes: bool,
+            out: Path | None) -> None:
+    """Compare two results.csv files (schema 1) joined on (dataset, model_pair, method, metric, k).
+
+    \b
+    Exit status: 0 when nothing regressed, 1 on a regression or a missing row, 2 on bad input.
+    A higher-is-better metric regresses when NEW < BASELINE - TOLERANCE (with --use-ci:
+    NEW < BASELINE_CI_LOW - TOLERANCE); lower-is-better is symmetric. Curve points (direction
+    none) are informational. Cost columns (images/s, memory) are ignored.
+    """
+    from bam._io import write_csv
+    from bam.errors import BamError
+    from bam.report.compare import compare_results, format_table, summary_line
+
+    if tolerance < 0 or tolerance != tolerance:
+        raise BamError(f"--tolerance {tolerance} is invalid; accepted: a number >= 0")
+    cmp = compare_results(baseline, new, tolerance=tolerance, use_ci=use_ci, allow_missing=allow_missing)
+    for note in cmp.notes:
+        click.echo(note, err=True)
+    click.echo(format_table(cmp, only_changes=only_changes))
+    if out is not None:
+        write_csv(out, cmp.frame)
+        click.echo(f"diff written to {out}", err=True)
+    click.echo(summary_line(cmp))
+    if cmp.failed:
+        sys.exit(1)

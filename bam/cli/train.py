@@ -1,0 +1,53 @@
+"""``bam train``: train one model role into a checkpoint directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from bam.cli._common import common_options, device_option, progress, seed_option
+from bam.models import list_models
+
+
+@click.command("train")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="A dataset directory built by `bam build-data`.")
+@click.option("--role", required=True,
+              help="obj, scene, scene_only or commonality-K (K = 1..number of scene classes).")
+@click.option("--arch", type=click.Choice(list_models()), default=None,
+              help="Architecture (default: the config's arch).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Checkpoint directory (model.safetensors, card.json, train_state.pt, config.yaml).")
+@click.option("--config", "config_name", default="synthetic", show_default=True,
+              help="Training config: a name in configs/train/ or a path to a .yaml file.")
+@click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override the config's batch size (per process).")
+@click.option("--lr", type=float, default=None, help="Override the config's peak learning rate.")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes when streaming from disk.")
+@click.option("--pretrained/--no-pretrained", default=None,
+              help="ImageNet initialisation from the local torch hub cache (resnet18/50; never downloads).")
+@click.option("--resume", is_flag=True, help="Continue (or finish) the run already in --out.")
+@seed_option()
+@device_option
+@common_options
+def command(data_dir: Path, role: str, arch: str | None, out_dir: Path, config_name: str, epochs: int | None,
+            batch_size: int | None, lr: float | None, workers: int | None, pretrained: bool | None, resume: bool,
+            seed: int, device: str) -> None:
+    """Train one model role (obj, scene, scene_only, commonality-K) on a built dataset.
+
+    Flags override the config; the resolved config is saved beside the checkpoint. Under
+    `torchrun --nproc_per_node N` training is data-parallel (rank 0 writes).
+    """
+    from bam.train import load_train_config, train_model
+    from bam.train.trainer import dist_info, init_distributed_from_env
+
+    overrides = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "workers": workers,
+                 "pretrained": pretrained, "seed": seed}
+    config = load_train_config(config_name, overrides)
+    init_distributed_from_env(os.environ, device)
+    card = train_model(config, data_dir, out_dir, role, device=device, progress=progress(), resume=resume)
+    if dist_info()[0] == 0:
+        acc = "  ".join(f"{k} {v:.4f}" for k, v in card.accuracy.items())
+        click.echo(f"{card.role} ({card.arch}): {acc} -> {out_dir}")

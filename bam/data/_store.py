@@ -1,0 +1,106 @@
+"""In-memory cache of decoded scenes and cut-outs, filled lazily, gathered with tensor indexing.
+
+Scenes live in one uint8 tensor [S, N, 3, W, W] and cut-outs (top-left aligned, longer side
+<= W) in [O, N, 4, W, W] with their sizes in [O, N, 2]; ``torch.empty`` reserves the memory
+without touching it, so only decoded images occupy RAM. A batch gather is one indexing op; only
+images never seen before are decoded (one PNG read each, once per process).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bam.data._subsets import id_width
+from bam.errors import BamError
+
+
+def image_path(root: Path, kind: str, cls: str, instance: int, n: int) -> Path:
+    """Where the build stores instance ``instance`` of class ``cls`` (kind: objects | scenes)."""
+    return root / kind / cls / f"{instance:0{id_width(n)}d}.png"
+
+
+def read_png(path: Path, channels: int) -> np.ndarray:
+    """Decode a stored PNG to uint8 HxWxC; a missing/corrupt file is a BamError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGBA" if channels == 4 else "RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise BamError(f"cannot read dataset image {path}: {type(exc).__name__} (run `bam data verify`)") from None
+    return arr
+
+
+class ImageStore:
+    """Lazily decoded scenes and object cut-outs of one build directory."""
+
+    def __init__(self, root: Path, object_classes: list[str], scene_classes: list[str], n: int, size: int) -> None:
+        """Reserve (not fill) the caches for ``n`` instances per class at ``size`` px."""
+        self.root, self.n, self.size = root, n, size
+        self.object_classes, self.scene_classes = object_classes, scene_classes
+        self.scenes = torch.empty(len(scene_classes), n, 3, size, size, dtype=torch.uint8)
+        self.objects = torch.empty(len(object_classes), n, 4, size, size, dtype=torch.uint8)
+        self.object_hw = torch.zeros(len(object_classes), n, 2, dtype=torch.long)
+        self.scene_ok = torch.zeros(len(scene_classes), n, dtype=torch.bool)
+        self.object_ok = torch.zeros(len(object_classes), n, dtype=torch.bool)
+
+    def _load_scene(self, s: int, i: int) -> None:
+        arr = read_png(image_path(self.root, "scenes", self.scene_classes[s], i, self.n), 3)
+        if arr.shape[:2] != (self.size, self.size):
+            raise BamError(f"scene {self.scene_classes[s]}/{i} has size {arr.shape[:2]}, expected {self.size}")
+        self.scenes[s, i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        self.scene_ok[s, i] = True
+
+    def _load_object(self, o: int, i: int) -> None:
+        arr = read_png(image_path(self.root, "objects", self.object_classes[o], i, self.n), 4)
+        h, w = arr.shape[:2]
+        if max(h, w) > self.size:
+            raise BamError(f"cut-out {self.object_classes[o]}/{i} is {w}x{h}, larger than {self.size}")
+        self.objects[o, i].zero_()
+        self.objects[o, i, :, :h, :w] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        self.object_hw[o, i] = torch.tensor([h, w])
+        self.object_ok[o, i] = True
+
+    def ensure(self, scene_idx: Tensor, object_idx: Tensor, instance: Tensor) -> None:
+        """Decode every scene (scene_idx, instance) and cut-out (object_idx >= 0) not cached yet."""
+        cold = ~self.scene_ok[scene_idx, instance]
+        if bool(cold.any()):
+            for s, i in sorted(set(zip(scene_idx[cold].tolist(), instance[cold].tolist()))):
+                self._load_scene(s, i)
+        has = object_idx >= 0
+        if bool(has.any()):
+            o, i = object_idx[has], instance[has]
+            cold = ~self.object_ok[o, i]
+            if bool(cold.any()):
+                for a, b in sorted(set(zip(o[cold].tolist(), i[cold].tolist()))):
+                    self._load_object(a, b)
+
+    def gather(self, scene_idx: Tensor, object_idx: Tensor, instance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 scenes [B,3,W,W], cut-outs [B,4,W,W] (zeros where object_idx < 0) and sizes [B,2]."""
+        self.ensure(scene_idx, object_idx, instance)
+        scenes = self.scenes[scene_idx, instance]
+        safe = object_idx.clamp_min(0)
+        objects = self.objects[safe, instance]
+        hw = self.object_hw[safe, instance]
+        none = object_idx < 0
+        if bool(none.any()):
+            objects[none] = 0
+            hw[none] = 1
+        return scenes, objects, hw
+
+    def load_all(self, progress: bool = False) -> None:
+        """Decode everything now (e.g. before forking DataLoader workers)."""
+        from tqdm import tqdm
+
+        pairs = [(s, i) for s in range(len(self.scene_classes)) for i in range(self.n)]
+        for s, i in tqdm(pairs, desc="scenes", disable=not progress, leave=False):
+            if not self.scene_ok[s, i]:
+                self._load_scene(s, i)
+        pairs = [(o, i) for o in range(len(self.object_classes)) for i in range(self.n)]
+        for o, i in tqdm(pairs, desc="objects", disable=not progress, leave=False):
+            if not self.object_ok[o, i]:
+                self._load_object(o, i)

@@ -1,0 +1,80 @@
+"""EvalConfig: what `bam evaluate` computes, as frozen dataclasses loaded from configs/eval/*.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bam.errors import BamError
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """The functionally insignificant patch of SPEC §4.6 (protocol defaults).
+
+    The objective is ``||f(x+d) - f(x)||_2 - alpha * ||255 d||_2 + beta * 255 * P(x+d)`` with
+    ``d`` in [0, 1] pixel units and P the L1 distance of x+d to the box [0, 1]: the original ran in
+    0-255 units, so its terms are kept in those units and its step size 500 becomes
+    ``500 / 255**2`` per unit of the [0, 1] gradient (``step_size`` below), an exact rescaling.
+    """
+
+    steps: int = 300
+    alpha: float = 0.01
+    beta: float = 0.01
+    step_size: float = 500.0 / 255.0**2
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise BamError(f"iir_patch.steps {self.steps} must be >= 0")
+        if self.step_size <= 0 or self.batch_size < 1:
+            raise BamError(f"iir_patch step_size {self.step_size} / batch_size {self.batch_size}; accepted: > 0 / >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Resolved evaluation configuration (saved as OUT/config.yaml).
+
+    ``methods``/``metrics``: empty = every registered one. ``images``: metric -> number of val
+    images (null = all; the selection is a fixed seeded permutation of the val images, so a
+    smaller limit is a prefix of a larger one). ``method_params``: method -> parameter overrides
+    of its paper defaults. ``batch_size``: images per chunk (one cache file per chunk);
+    ``micro_batch``: rows per forward/backward inside methods (null = the method's default).
+    """
+
+    name: str = "default"
+    methods: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    images: Mapping[str, Any] = field(default_factory=dict)
+    method_params: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    micro_batch: int | None = None
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    iir_threshold: float = 0.1
+    selection_seed: int = 0
+    iir_patch: PatchConfig = field(default_factory=PatchConfig)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise BamError(f"batch_size {self.batch_size} must be >= 1")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise BamError(f"micro_batch {self.micro_batch} must be >= 1 or null")
+        if self.bootstrap < 0 or not 0 < self.confidence < 1:
+            raise BamError(f"bootstrap {self.bootstrap} / confidence {self.confidence}; accepted: >= 0 / in (0, 1)")
+        for k, v in dict(self.images).items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise BamError(f"images.{k} = {v!r}; accepted: a positive integer or null (all)")
+        for k, v in dict(self.method_params).items():
+            if not isinstance(v, Mapping):
+                raise BamError(f"method_params.{k} = {v!r}; accepted: a mapping of parameter -> value")
+
+    def image_limit(self, metric: str) -> int | None:
+        """How many val images ``metric`` uses (None = all)."""
+        return dict(self.images).get(metric)
+
+    def params_for(self, method: str) -> dict[str, Any]:
+        """Parameter overrides for ``method`` (may be empty)."""
+        return dict(dict(self.method_params).get(method) or {})

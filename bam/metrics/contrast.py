@@ -1,0 +1,115 @@
+"""Model contrast: MCS and its graded version RMCS (SPEC §4.3, §4.7; Yang & Kim 2019, §3.1, §3.4)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from bam.metrics._base import MetricInfo, MetricValue, Need, frozen, mean_statistic, pair_records, register_metric
+
+_PAPER = "Yang & Kim, Benchmarking Attribution Methods with Relative Feature Importance, arXiv:1907.09701 (2019)"
+_COMMONALITY = re.compile(r"^commonality-(\d+)$")
+
+
+def _mcs_needs(num_k: int) -> tuple[Need, ...]:
+    return (Need("obj", "obj", "composite"), Need("scene", "scene", "composite"))
+
+
+def _rmcs_needs(num_k: int) -> tuple[Need, ...]:
+    return tuple(Need(f"commonality-{k}", "common_in_scene", "common_in_scene") for k in range(1, num_k + 1))
+
+
+def model_contrast(records: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], metric: str = "mcs",
+                   k: int | None = None) -> MetricValue:
+    """Mean over the correct-for-both images of g(f_a, x) - g(f_b, x) (records of one method)."""
+    ids, ga, gb, excluded = pair_records(records, a, b)
+    diff = ga - gb
+    return MetricValue(metric=metric, value=mean_statistic(diff), n_used=len(ids), excluded=frozen(excluded),
+                       per_image=diff, image_ids=tuple(ids), statistic=mean_statistic, roles=(a[0], b[0]), k=k)
+
+
+@register_metric(MetricInfo(
+    name="mcs", title="Model contrast score", paper=_PAPER, direction="higher", range=(-1.0, 1.0), chance=0.0,
+    roles=("obj", "scene"), selection_subset="obj", needs=_mcs_needs,
+    description="mean of g(f_obj, x) - g(f_scene, x) over obj/scene val composites both models classify correctly",
+))
+def mcs(records: pd.DataFrame) -> MetricValue:
+    """MCS (SPEC §4.3): mean over C of g(f_obj, x) - g(f_scene, x), x the val composites.
+
+    ``records``: per-image records of one method with the obj model on input "composite" and the
+    scene model on input "composite". C = images both classify correctly with a defined g.
+    """
+    return model_contrast(records, ("obj", "composite"), ("scene", "composite"), "mcs")
+
+
+def commonality_ks(records: pd.DataFrame) -> list[int]:
+    """The k of every ``commonality-k`` role present in ``records``, ascending."""
+    ks = {int(m.group(1)) for r in records["model_role"].unique() if (m := _COMMONALITY.match(str(r)))}
+    return sorted(ks)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); 0 when either side is constant, NaN if < 2 points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2:
+        return math.nan
+    rx = pd.Series(x).rank(method="average").to_numpy()
+    ry = pd.Series(y).rank(method="average").to_numpy()
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else 0.0
+
+
+def _rmcs_statistic(ks: np.ndarray):  # noqa: ANN202 - returns a closure
+    """Negated Spearman between k and the per-k mean of a [n_images, n_k] matrix (NaN = unused)."""
+
+    def stat(mat: np.ndarray) -> float:
+        with np.errstate(invalid="ignore"):
+            counts = np.isfinite(mat).sum(0)
+            means = np.where(counts > 0, np.nansum(mat, 0) / np.maximum(counts, 1), np.nan)
+        ok = np.isfinite(means)
+        rho = spearman(ks[ok], means[ok])
+        return -rho + 0.0 if math.isfinite(rho) else math.nan
+
+    return stat
+
+
+@register_metric(MetricInfo(
+    name="rmcs", title="Relative model contrast (rank correlation of the MCS_k curve)", paper=_PAPER,
+    direction="higher", range=(-1.0, 1.0), chance=0.0, roles=("commonality-k",),
+    selection_subset="common_in_scene", needs=_rmcs_needs,
+    description="MCS(commonality-k vs commonality-K) on common_in_scene for k=1..K-1 (rows 'rmcs_curve'); "
+                "summary = -Spearman(k, MCS_k), so 1 means the curve decreases strictly with k",
+))
+def rmcs(records: pd.DataFrame, num_k: int | None = None) -> MetricValue:
+    """RMCS (SPEC §4.7): the curve MCS_k = MCS(commonality-k vs commonality-K) on common_in_scene.
+
+    Returns the summary value -Spearman(k, MCS_k) over the k with at least one used image
+    (negated so that higher is better: the common object should matter less as k grows); the
+    curve points (metric ``rmcs_curve``, field ``k``) are in ``.curve``. ``num_k`` = K (default:
+    the largest k present in ``records``).
+    """
+    present = commonality_ks(records)
+    big_k = num_k if num_k is not None else (max(present) if present else 0)
+    ref = (f"commonality-{big_k}", "common_in_scene")
+    curve = tuple(model_contrast(records, (f"commonality-{k}", "common_in_scene"), ref, "rmcs_curve", k)
+                  for k in range(1, big_k))
+    ids = sorted({i for c in curve for i in c.image_ids})
+    pos = {i: n for n, i in enumerate(ids)}
+    mat = np.full((len(ids), len(curve)), np.nan)
+    for j, c in enumerate(curve):
+        for i, v in zip(c.image_ids, c.per_image):
+            mat[pos[i], j] = v
+    ks = np.arange(1, big_k, dtype=float)
+    stat = _rmcs_statistic(ks)
+    value = stat(mat) if len(ids) else math.nan
+    excluded: dict[str, int] = {}
+    for c in curve:
+        for r, n in c.excluded.items():
+            excluded[r] = excluded.get(r, 0) + n
+    roles = tuple(f"commonality-{k}" for k in range(1, big_k + 1))
+    return MetricValue(metric="rmcs", value=value, n_used=len(ids), excluded=frozen(excluded), per_image=mat,
+                       image_ids=tuple(ids), statistic=stat, roles=roles, curve=curve)

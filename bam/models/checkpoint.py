@@ -1,0 +1,161 @@
+"""Checkpoints: a directory with ``model.safetensors``, ``card.json`` (the :class:`ModelCard`) and,
+for trained models, ``train_state.pt`` (used only by ``bam train --resume``).
+
+Loading never executes code: weights come from safetensors and are checked against the card's
+sha256 before use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bam import __version__
+from bam._io import read_json, save_tensors, sha256_file, write_json
+from bam.config import from_dict, to_dict
+from bam.errors import BamError
+from bam.models._registry import create_model
+from bam.models.protocols import is_invertible
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+STATE_FILE = "train_state.pt"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a checkpoint is: enough to rebuild the model and to judge what it learned."""
+
+    arch: str
+    role: str
+    num_classes: int
+    image_size: int
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
+    input_size: int | None = None
+    #: pixel-unit normalisation done inside the model: {"name", "mean", "std"}
+    normalization: Mapping[str, Any] = field(default_factory=dict)
+    recipe: str = ""
+    dataset_manifest_hash: str = ""
+    seed: int = 0
+    #: split/probe -> accuracy in [0, 1], e.g. "val", "train", "val_scene_only"
+    accuracy: Mapping[str, float] = field(default_factory=dict)
+    training_time_s: float = 0.0
+    weights_sha256: str = ""
+    invertible: bool = False
+    bam_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "card") -> ModelCard:
+        """Build from a parsed ``card.json`` (unknown keys or bad types raise a BamError)."""
+        return from_dict(cls, data, where)
+
+
+def read_card(ckpt_dir: str | os.PathLike[str]) -> ModelCard:
+    """The model card of a checkpoint directory (BamError if missing or malformed)."""
+    path = Path(ckpt_dir) / CARD_FILE
+    if not path.is_file():
+        raise BamError(f"no model card {path}: not a checkpoint directory (train one with `bam train`)")
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise BamError(f"malformed model card {path}: expected a JSON object")
+    return ModelCard.from_dict(data, str(path))
+
+
+def write_card(card: ModelCard, ckpt_dir: str | os.PathLike[str]) -> None:
+    """Write ``card.json`` atomically."""
+    write_json(Path(ckpt_dir) / CARD_FILE, card.to_dict())
+
+
+def save_weights(model: nn.Module, ckpt_dir: str | os.PathLike[str]) -> str:
+    """Write ``model.safetensors`` (the full state dict) atomically; returns its sha256."""
+    path = Path(ckpt_dir) / WEIGHTS_FILE
+    save_tensors(path, dict(model.state_dict()), metadata={"format": "pt", "bam_version": __version__})
+    return sha256_file(path)
+
+
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """Card fields read from a model instance: normalisation, input size, invertibility."""
+    norm = getattr(model, "normalization", None)
+    return {"normalization": dict(norm) if isinstance(norm, Mapping) else {},
+            "input_size": getattr(model, "input_size", None),
+            "invertible": bool(is_invertible(model))}
+
+
+def save(model: nn.Module, ckpt_dir: str | os.PathLike[str], card: ModelCard) -> ModelCard:
+    """Save weights and card; the returned card carries the weights' sha256 and model facts."""
+    sha = save_weights(model, ckpt_dir)
+    card = dataclasses.replace(card, weights_sha256=sha, **describe_model(model))
+    write_card(card, ckpt_dir)
+    return card
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """An untrained model with the card's architecture (global RNG state is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        return create_model(card.arch, num_classes=card.num_classes, image_size=card.image_size,
+                            input_size=card.input_size, **dict(card.arch_kwargs))
+
+
+def load(ckpt_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """Load a checkpoint: model in eval mode on ``device`` with ``model.card`` set.
+
+    The weights' sha256 must match the card (else BamError "checksum mismatch ... (corrupt or
+    edited)"); weights are read with safetensors (no code execution).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    ckpt_dir = Path(ckpt_dir)
+    card = read_card(ckpt_dir)
+    path = ckpt_dir / WEIGHTS_FILE
+    if not path.is_file():
+        raise BamError(f"weights file {path} is missing (card.json present): the checkpoint is incomplete")
+    sha = sha256_file(path)
+    if card.weights_sha256 and sha != card.weights_sha256:
+        raise BamError(f"checksum mismatch for {path}: card says {card.weights_sha256[:12]}..., file is "
+                       f"{sha[:12]}... (corrupt or edited)")
+    if not card.weights_sha256:
+        raise BamError(f"model card {ckpt_dir / CARD_FILE} has no weights_sha256; cannot verify {path}")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BamError(f"cannot read weights {path}: {exc}") from None
+    model = build_from_card(card)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BamError(f"weights {path} do not fit arch {card.arch!r}: {first}") from None
+    from bam._device import resolve_device
+
+    model = model.to(resolve_device(str(device)) if isinstance(device, str) else device)
+    model.eval()
+    model.card = card  # type: ignore[assignment]
+    return model
+
+
+def find_models(root: str | os.PathLike[str]) -> list[tuple[Path, ModelCard]]:
+    """All checkpoints under ``root`` (``root`` itself and any subdirectory), sorted by path.
+
+    Evaluation picks models by ``(card.role, card.invertible)``, never by folder name.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BamError(f"models directory {root} does not exist")
+    return [(p.parent, read_card(p.parent)) for p in sorted(root.rglob(CARD_FILE))]

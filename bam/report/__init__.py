@@ -1,0 +1,39 @@
+"""Reports of an evaluation: the HTML report and the CI regression gate (SPEC §6).
+
+>>> from bam.report import build_report, compare_results
+>>> build_report("runs/eval")                       # runs/eval/report.html + runs/eval/figures/*.png
+>>> cmp = compare_results("baselines/ci_results.csv", "runs/ci/results.csv", tolerance=0.05)
+>>> cmp.failed, cmp.frame                           # bool, the diff table
+"""
+
+from __future__ import annotations
+
+from bam.report._schema import RESULTS_COLUMNS, SCHEMA_VERSION, read_records, read_results
+from bam.report.compare import Comparison, compare_frames, compare_results, format_table, summary_line
+from typing import Any
+
+_LAZY = {"CONTROL_METHODS", "ReportOutput", "build_report"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the HTML part (matplotlib) only when it is used: ``bam compare`` stays light."""
+    if name in _LAZY:
+        from bam.report import html
+
+        return getattr(html, name)
+    raise AttributeError(f"module 'bam.report' has no attribute {name!r}")
+
+__all__ = [
+    "CONTROL_METHODS",
+    "RESULTS_COLUMNS",
+    "SCHEMA_VERSION",
+    "Comparison",
+    "ReportOutput",
+    "build_report",
+    "compare_frames",
+    "compare_results",
+    "format_table",
+    "read_records",
+    "read_results",
+    "summary_line",
+]

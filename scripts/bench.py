@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Throughput of the attribution methods against the model's raw forward+backward speed.
+
+For each method: images/s batched (the bam way), images/s one image at a time with one row per
+forward/backward (how the original BAM code ran, through the PAIR saliency library), passes per
+image (MethodInfo.passes), and the efficiency
+
+    efficiency = images/s x passes / raw images/s
+
+where "raw" is the forward+backward throughput of the same model at the same batch size on the
+same device. Targets: single-pass methods >= 0.8; expanding methods >= 0.8 (i.e. >= 80% of
+raw / passes images/s).
+
+    python scripts/bench.py                                   # CPU: small_resnet at 64 px
+    python scripts/bench.py --arch resnet50 --image-size 224 --batch 64 --device cuda   # GPU
+
+Prints a markdown table and writes a CSV (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bam._device import peak_memory_mb, resolve_device
+from bam._io import write_csv
+from bam.methods import attribute, get_info, list_methods
+from bam.models import create_model, list_models
+from bam.models.protocols import is_invertible
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued device work (CUDA timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls of ``fn`` (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def raw_forward_backward(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> None:
+    """One forward and one backward to the input: the unit every gradient method pays per row."""
+    xi = x.detach().requires_grad_(True)
+    out = model(xi)
+    (g,) = torch.autograd.grad(out.gather(1, t.view(-1, 1)).sum(), xi)
+    del g
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arch", default="small_resnet", help=f"one of {', '.join(list_models())}")
+    p.add_argument("--image-size", type=int, default=64, help="input side in pixels (224 for resnet50 on GPU)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32, help="images per batched call (and raw batch size)")
+    p.add_argument("--micro-batch", type=int, default=0, help="rows per forward/backward, 0 = auto")
+    p.add_argument("--loop-images", type=int, default=4, help="images timed in the one-at-a-time loop")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    p.add_argument("--repeats", type=int, default=2, help="timed repeats (best is kept)")
+    p.add_argument("--methods", default="", help="comma-separated method names (default: all that fit the arch)")
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="override a method parameter, e.g. ig_smoothgrad.samples=5 (int/float parsed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench.csv"))
+    return p.parse_args()
+
+
+def _overrides(items: list[str]) -> dict[str, dict[str, object]]:
+    """``method.key=value`` strings -> {method: {key: value}} (ints and floats parsed)."""
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        lhs, _, text = item.partition("=")
+        method, _, key = lhs.partition(".")
+        value: object = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        out.setdefault(method, {})[key] = value
+    return out
+
+
+def main() -> None:
+    """Run the benchmark and print/write the table."""
+    args = parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    model = create_model(args.arch, num_classes=args.num_classes, image_size=args.image_size).to(device).eval()
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.rand(args.batch, 3, args.image_size, args.image_size, generator=gen).to(device)
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    invertible = is_invertible(model)
+    names = [n for n in args.methods.split(",") if n] or [
+        n for n in list_methods()
+        if ("invertible" not in get_info(n).requires or invertible)
+        and ("conv_layer" not in get_info(n).requires or getattr(model, "gradcam_layer", None) is not None)]
+    overrides = _overrides(args.param)
+
+    raw_s = timed(lambda: raw_forward_backward(model, x, t), device, args.repeats)
+    raw_ips = args.batch / raw_s
+    rows = []
+    for name in names:
+        info = get_info(name)
+        params = dict(overrides.get(name, {}))
+        if args.micro_batch:
+            params["micro_batch"] = args.micro_batch
+        if info.stochastic:
+            params["seed"] = args.seed
+        passes = info.passes({**info.defaults, **params})
+        batched_s = timed(lambda: attribute(name, model, x, t, **params), device, args.repeats)
+        ips = args.batch / batched_s
+        k = min(args.loop_images, args.batch)
+        loop_params = {**params, "micro_batch": 1}
+
+        def loop() -> None:
+            for i in range(k):
+                attribute(name, model, x[i:i + 1], t[i:i + 1], **loop_params)
+
+        loop_ips = k / timed(loop, device, 1)
+        eff = ips * passes / raw_ips if passes else float("nan")
+        rows.append({"method": name, "passes_per_image": passes, "images_per_s": round(ips, 3),
+                     "loop_images_per_s": round(loop_ips, 3), "speedup_vs_loop": round(ips / loop_ips, 2),
+                     "raw_images_per_s": round(raw_ips, 1), "efficiency_vs_raw": round(eff, 3),
+                     "target_met": (eff >= 0.8) if passes else None,
+                     "params": ",".join(f"{k_}={v}" for k_, v in params.items() if k_ not in ("seed",))})
+        print(f"{name}: {ips:.2f} img/s, {passes} passes, efficiency {eff:.2f}", flush=True)
+    frame = pd.DataFrame(rows)
+    write_csv(args.out, frame)
+    print(f"\narch {args.arch} @ {args.image_size}px, batch {args.batch}, device {device}, "
+          f"threads {torch.get_num_threads()}, raw fwd+bwd {raw_ips:.1f} img/s, "
+          f"peak memory {peak_memory_mb(device):.0f} MiB\n")
+    print(markdown_table(frame.drop(columns=["raw_images_per_s"])))
+    print(f"\nwrote {args.out}")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table of ``frame`` (no extra dependency)."""
+    cells = [[str(c) for c in frame.columns]] + [["" if v is None else str(v) for v in row]
+                                                 for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(r) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# CI regression gate for bam (see docs/ci.md).
+#
+#   tiny synthetic dataset -> brief, seeded CPU training of every model role the ci evaluation
+#   needs -> bam evaluate --config configs/eval/ci.yaml -> bam report -> bam compare against the
+#   committed baseline. Exit status: 0 = no regression, 1 = regression (or a row went missing),
+#   2 = bad input / setup error. Everything is seeded and runs on CPU with one thread, so the same
+#   code on the same kind of machine reproduces the baseline exactly.
+#
+# Usage: scripts/ci_regression.sh [--work DIR] [--tolerance T] [--use-ci] [--update-baseline] [--fresh]
+#   --work DIR          where data, models and results go (default: runs/ci under the repository)
+#   --tolerance T       allowed absolute drop of a higher-is-better metric (default 0.05)
+#   --use-ci            measure drops from the baseline's CI low instead of its value
+#   --update-baseline   write the new results.csv over baselines/ci_results.csv instead of comparing
+#   --fresh             delete DIR first (otherwise finished steps are reused: bam resumes them)
+# Environment: BAM (the bam executable; default: bam on PATH, else .venv/bin/bam),
+#   BAM_CI_TRAIN_CONFIG (default ci), BAM_CI_EVAL_CONFIG (default configs/eval/ci.yaml),
+#   BAM_CI_RECIPE (default tiny), BAM_CI_SEED (default 0).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="$ROOT/runs/ci"
+TOLERANCE=0.05
+USE_CI=--no-use-ci
+UPDATE=0
+FRESH=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --work) WORK="$2"; shift 2 ;;
+    --tolerance) TOLERANCE="$2"; shift 2 ;;
+    --use-ci) USE_CI=--use-ci; shift ;;
+    --update-baseline) UPDATE=1; shift ;;
+    --fresh) FRESH=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "error: unknown argument '$1'; accepted: --work DIR, --tolerance T, --use-ci, --update-baseline, --fresh" >&2; exit 2 ;;
+  esac
+done
+
+if [[ -n "${BAM:-}" ]]; then
+  :
+elif command -v bam >/dev/null 2>&1; then
+  BAM=bam
+elif [[ -x "$ROOT/.venv/bin/bam" ]]; then
+  BAM="$ROOT/.venv/bin/bam"
+else
+  echo "error: no bam executable; install the package (pip install -e .) or set BAM=/path/to/bam" >&2
+  exit 2
+fi
+
+RECIPE="${BAM_CI_RECIPE:-tiny}"
+SEED="${BAM_CI_SEED:-0}"
+TRAIN_CONFIG="${BAM_CI_TRAIN_CONFIG:-ci}"
+EVAL_CONFIG="${BAM_CI_EVAL_CONFIG:-$ROOT/configs/eval/ci.yaml}"
+BASELINE="$ROOT/baselines/ci_results.csv"
+
+# Determinism: one thread for every math library (float reductions then run in a fixed order),
+# no CUDA even when present, fixed hash seed.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CUDA_VISIBLE_DEVICES="" PYTHONHASHSEED=0
+
+[[ "$FRESH" == 1 ]] && rm -rf -- "$WORK"
+mkdir -p "$WORK"
+DATA="$WORK/data"
+MODELS="$WORK/models"
+EVAL="$WORK/eval"
+
+step() { echo; echo "== $* =="; }
+
+step "build data (recipe $RECIPE, seed $SEED)"
+"$BAM" -q build-data --recipe "$RECIPE" --out "$DATA" --seed "$SEED"
+
+# Roles: obj, scene, scene_only and commonality-1..K (K = number of scene classes of the recipe).
+K="$(python3 - "$DATA" <<'PY' 2>/dev/null || true
+import json, pathlib, sys
+manifest = json.loads((pathlib.Path(sys.argv[1]) / "manifest.json").read_text())
+print(len(manifest.get("recipe", {}).get("scene_classes", [])))
+PY
+)"
+if ! [[ "$K" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: cannot tell the number of scene classes of $DATA (manifest.json recipe.scene_classes)" >&2
+  exit 2
+fi
+ROLES=(obj scene scene_only)
+for ((k = 1; k <= K; k++)); do ROLES+=("commonality-$k"); done
+
+for role in "${ROLES[@]}"; do
+  step "train $role (config $TRAIN_CONFIG)"
+  if [[ -f "$MODELS/$role/card.json" ]]; then
+    echo "already trained: $MODELS/$role"
+    continue
+  fi
+  "$BAM" -q train --data "$DATA" --role "$role" --config "$TRAIN_CONFIG" --out "$MODELS/$role" \
+    --seed "$SEED" --device cpu
+done
+
+step "evaluate ($EVAL_CONFIG)"
+"$BAM" -q evaluate --data "$DATA" --models "$MODELS" --config "$EVAL_CONFIG" --out "$EVAL" \
+  --seed "$SEED" --device cpu
+
+step "report"
+"$BAM" -q report "$EVAL" --out "$EVAL/report.html"
+
+if [[ "$UPDATE" == 1 ]]; then
+  step "update baseline"
+  mkdir -p "$(dirname "$BASELINE")"
+  cp "$EVAL/results.csv" "$BASELINE"
+  echo "baseline written: $BASELINE ($(($(wc -l < "$BASELINE") - 1)) rows)"
+  exit 0
+fi
+
+step "compare with $BASELINE (tolerance $TOLERANCE)"
+set +e
+"$BAM" compare "$BASELINE" "$EVAL/results.csv" --tolerance "$TOLERANCE" "$USE_CI" --out "$EVAL/diff.csv"
+status=$?
+set -e
+if [[ $status -eq 1 ]]; then
+  echo "REGRESSION: see $EVAL/diff.csv and $EVAL/report.html" >&2
+fi
+exit $status

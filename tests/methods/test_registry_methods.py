@@ -1,0 +1,128 @@
+"""Every registered method (built-in and written by others) on tiny bam models: the shared contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from bam.errors import BamError
+from bam.methods import attribute, attribute_full, get_info, list_methods
+
+models = pytest.importorskip("bam.models")
+
+IMAGE_SIZE = 32
+NUM_CLASSES = 3
+
+
+def _fast_params(name: str) -> dict[str, Any]:
+    """Shrink step/sample counts (any int default named *steps or *samples) so the suite stays fast."""
+    info = get_info(name)
+    fast: dict[str, Any] = {}
+    for key, value in info.defaults.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key.endswith(("steps", "samples")):
+            fast[key] = min(value, 3)
+    return fast
+
+
+_MODELS: dict[str, torch.nn.Module] = {}
+
+
+def _model(arch: str) -> torch.nn.Module:
+    if arch not in models.list_models():
+        pytest.skip(f"arch {arch!r} not registered yet")
+    if arch not in _MODELS:
+        torch.manual_seed(0)
+        _MODELS[arch] = models.create_model(arch, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE).eval()
+    return _MODELS[arch]
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(4)
+    return torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen), torch.tensor([0, 1, 2])
+
+
+def _arch_for(name: str) -> tuple[str, str | None]:
+    """(arch to run on, arch the method must refuse or None)."""
+    if "invertible" in get_info(name).requires:
+        return "iresnet", "small_resnet"
+    return "small_resnet", None
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_method_contract(name: str) -> None:
+    info = get_info(name)
+    arch, _ = _arch_for(name)
+    model = _model(arch)
+    x, t = _batch()
+    params = _fast_params(name)
+    seed = {"seed": 0} if info.stochastic else {}
+
+    res = attribute_full(name, model, x, t, **params, **seed)
+    assert res.attributions.shape == x.shape
+    assert res.valid.shape == (x.shape[0],) and res.valid.dtype == torch.bool
+    assert res.valid.any(), f"{name}: no valid row"
+    assert torch.isfinite(res.attributions[res.valid]).all()
+    for key, value in res.extras.items():
+        assert value.shape == (x.shape[0],), f"{name}: extra {key} has shape {tuple(value.shape)}"
+
+    first = attribute(name, model, x, t, micro_batch=64, **params, **seed)
+    again = attribute(name, model, x, t, micro_batch=64, **params, **seed)
+    torch.testing.assert_close(first, again, rtol=0, atol=0, equal_nan=True)
+
+    one = attribute(name, model, x, t, micro_batch=1, **params, **seed)
+    scale = float(torch.nan_to_num(first).abs().max()) or 1.0
+    torch.testing.assert_close(one, first, rtol=1e-4, atol=1e-4 * scale, equal_nan=True)
+
+    if info.stochastic:
+        other = attribute(name, model, x, t, micro_batch=64, **params, seed=1)
+        assert not torch.allclose(torch.nan_to_num(other), torch.nan_to_num(first)), f"{name}: seed ignored"
+
+    resolved = {**info.defaults, **params}
+    if info.uses_model:
+        assert info.passes(resolved) >= 1
+    else:
+        assert info.passes(resolved) == 0
+    assert info.title and info.paper and info.family
+
+
+@pytest.mark.parametrize("name", [n for n in list_methods() if _arch_for(n)[1] is not None])
+def test_method_refuses_incapable_model(name: str) -> None:
+    _, refused = _arch_for(name)
+    x, t = _batch()
+    with pytest.raises(BamError) as info:
+        attribute(name, _model(refused), x, t, **_fast_params(name))
+    assert "\n" not in str(info.value) and name in str(info.value)
+
+
+def test_conv_layer_methods_refuse_model_without_gradcam_layer() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2)).eval()
+    for name in list_methods():
+        if "conv_layer" in get_info(name).requires:
+            with pytest.raises(BamError, match="gradcam_layer"):
+                attribute(name, net, torch.rand(1, 3, 4, 4), 0)
+
+
+def test_unknown_method_lists_names_and_plugin_syntax() -> None:
+    with pytest.raises(BamError) as info:
+        attribute("no_such_method", None, torch.rand(1, 3, 4, 4), 0)
+    msg = str(info.value)
+    assert "'no_such_method'" in msg and "integrated_gradients" in msg and "gradcam" in msg
+    assert "package.module:callable" in msg and "\n" not in msg
+
+
+def test_controls_known_values() -> None:
+    x = torch.zeros(2, 3, 5, 5)
+    x[:, :, :, 3:] = 1.0  # vertical step edge between columns 2 and 3
+    e = attribute("edge", None, x, 0)
+    assert torch.equal(e[:, 0], e[:, 2])
+    # Sobel x on a unit step: |(-1 -2 -1) * 0 + (1 2 1) * 1| = 4 on the two columns next to the edge
+    torch.testing.assert_close(e[0, 0, 2, 2:4], torch.tensor([4.0, 4.0]))
+    assert e[0, 0, :, 0].abs().max() == 0
+    c = attribute("center", None, torch.zeros(1, 3, 5, 5), 0, sigma=0.2)
+    assert c[0, 0, 2, 2] == 1.0 and c[0, 0].argmax() == 12
+    torch.testing.assert_close(c[0, 0, 2, 3], torch.exp(torch.tensor(-1 / (2 * 1.0 ** 2))))
+    r1 = attribute("random", None, x, 0, seed=3)
+    assert r1.min() >= 0 and r1.max() < 1 and torch.equal(r1[:, 0], r1[:, 1])
+    assert torch.equal(r1, attribute("random", None, x, 0, seed=3))
