@@ -2,10 +2,11 @@
 
 The reference (Wang et al. 2022) runs PGD at every epsilon of the grid for every image and keeps
 the closest misclassified point (``early_exit=False``); bam's search lets an image leave after the
-first epsilon that succeeds. Both use the same random starts, the same bisection and no CW, so
-the comparison isolates the early exit (and, in the third variant, the first-order level skipping). The model is a small conv net, either trained for a few
-seconds on a procedural 4-class stripe task (``--model trained``, default) or random with
-standardised logits (``--model random``).
+first epsilon that succeeds. All use the same random starts, the same bisection and no CW, so
+the comparison isolates the early exit (and, in the third variant, the first-order level
+skipping). The model is a small conv net, either trained for a few seconds on a procedural
+4-class stripe task (``--model trained``, default) or random with standardised logits
+(``--model random``).
 
     .venv/bin/python scripts/bench_boundary.py --images 64 --size 32 --threads 1
 
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--micro-batch", type=int, default=64)
+    ap.add_argument("--skip", type=float, default=0.8, help="skip_factor of the third variant")
     ap.add_argument("--eps-scale", type=float, default=1.0,
                     help="multiply the default pixel-space grid (bam's defaults) by this factor")
     args = ap.parse_args()
@@ -93,9 +95,10 @@ def main() -> None:
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == y).float().mean())
     out: dict[str, object] = {"model": args.model, "images": args.images, "size": args.size,
-                              "clean_accuracy": accuracy, "epsilons": [round(e, 5) for e in grid], "steps": args.steps}
+                              "clean_accuracy": accuracy, "skip_factor": args.skip,
+                              "epsilons": [round(e, 5) for e in grid], "steps": args.steps}
     runs = {}
-    variants = (("fixed_grid", False, 0.0), ("early_exit", True, 0.0), ("early_exit_skip", True, 0.5))
+    variants = (("fixed_grid", False, 0.0), ("early_exit", True, 0.0), ("early_exit_skip", True, args.skip))
     for name, early, skip in variants:
         cfg = SearchConfig(epsilons=grid, steps=args.steps, early_exit=early, skip_factor=skip, cw="off",
                            bisection_steps=10)

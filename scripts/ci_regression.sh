@@ -15,7 +15,7 @@
 #   --fresh             delete DIR first (otherwise finished steps are reused: bam resumes them)
 # Environment: BAM (the bam executable; default: bam on PATH, else .venv/bin/bam),
 #   BAM_CI_TRAIN_CONFIG (default ci), BAM_CI_EVAL_CONFIG (default configs/eval/ci.yaml),
-#   BAM_CI_RECIPE (default tiny), BAM_CI_SEED (default 0).
+#   BAM_CI_RECIPE (default tiny), BAM_CI_SEED (default 0), BAM_CI_BASELINE (default baselines/ci_results.csv).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +51,7 @@ RECIPE="${BAM_CI_RECIPE:-tiny}"
 SEED="${BAM_CI_SEED:-0}"
 TRAIN_CONFIG="${BAM_CI_TRAIN_CONFIG:-ci}"
 EVAL_CONFIG="${BAM_CI_EVAL_CONFIG:-$ROOT/configs/eval/ci.yaml}"
-BASELINE="$ROOT/baselines/ci_results.csv"
+BASELINE="${BAM_CI_BASELINE:-$ROOT/baselines/ci_results.csv}"
 
 # Determinism: one thread for every math library (float reductions then run in a fixed order),
 # no CUDA even when present, fixed hash seed.

@@ -10,6 +10,7 @@ from bam.cli._common import common_options, progress, seed_option
 
 
 def _recipe_names() -> str:
+    """Names of the built-in recipes (for the help text)."""
     from bam.config import RESOURCE_ROOT
 
     return ", ".join(sorted(p.stem for p in (RESOURCE_ROOT / "datasets").glob("*.yaml"))) or "(none)"

@@ -31,8 +31,8 @@ def command(baseline: Path, new: Path, tolerance: float, use_ci: bool, allow_mis
     \b
     Exit status: 0 when nothing regressed, 1 on a regression or a missing row, 2 on bad input.
     A higher-is-better metric regresses when NEW < BASELINE - TOLERANCE (with --use-ci:
-    NEW < BASELINE_CI_LOW - TOLERANCE); lower-is-better is symmetric. Curve points (direction
-    none) are informational. Cost columns (images/s, memory) are ignored.
+    NEW < BASELINE_CI_LOW - TOLERANCE); lower-is-better is symmetric. RMCS curve points
+    (rmcs_curve) and rows with direction none are informational. Cost columns are ignored.
     """
     from bam._io import write_csv
     from bam.errors import BamError

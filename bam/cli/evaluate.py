@@ -18,6 +18,7 @@ class MethodName(click.ParamType):
     name = "method"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Accept registered names and plug-in specs; fail with the list of names otherwise."""
         from bam.methods import list_methods
 
         text = str(value)
@@ -28,6 +29,7 @@ class MethodName(click.ParamType):
 
 
 def _method_help() -> str:
+    """The --method help text, listing the registry."""
     from bam.methods import list_methods
 
     return ("Attribution method (repeatable; default: every registered method). One of: "

@@ -24,7 +24,7 @@ def _control_methods() -> frozenset[str]:
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, show_default="RESULTS_DIR/report.html",
               help="HTML file to write; figures go to figures/ beside it.")
-@click.option("--worst", type=int, default=5, show_default=True,
+@click.option("--worst", type=click.IntRange(min=0), default=5, show_default=True,
               help="Worst MCS cases listed per method (0 to skip).")
 @click.option("--title", default=None, help="Report title (default: 'bam report - <dataset>').")
 @common_options

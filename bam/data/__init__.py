@@ -30,4 +30,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """Public names, including the lazily imported ones."""
     return sorted([*globals(), *_EXPORTS])

@@ -31,10 +31,10 @@ def _export_object(args: tuple[str, Recipe, int, pd.DataFrame]) -> dict[str, str
     files: dict[str, str] = {}
     for start in range(0, len(rows), BATCH):
         part = rows.iloc[start:start + BATCH]
-        inst = torch.as_tensor(part["instance"].to_numpy())
-        obj = torch.as_tensor(part["object_label"].to_numpy())
-        scenes, objects, hw = store.gather(torch.as_tensor(part["scene_label"].to_numpy()), obj, inst)
-        boxes = torch.as_tensor(part[["x0", "y0", "w", "h"]].to_numpy())
+        inst = torch.tensor(part["instance"].to_numpy())
+        obj = torch.tensor(part["object_label"].to_numpy())
+        scenes, objects, hw = store.gather(torch.tensor(part["scene_label"].to_numpy()), obj, inst)
+        boxes = torch.tensor(part[["x0", "y0", "w", "h"]].to_numpy())
         images, _ = compose(scenes, objects, hw, boxes, torch.ones(len(part), dtype=torch.bool))
         pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for image_id, px in zip(part["image_id"], pixels):

@@ -49,6 +49,7 @@ class ImageStore:
         self.object_ok = torch.zeros(len(object_classes), n, dtype=torch.bool)
 
     def _load_scene(self, s: int, i: int) -> None:
+        """Decode scene instance i of scene class s into the cache."""
         arr = read_png(image_path(self.root, "scenes", self.scene_classes[s], i, self.n), 3)
         if arr.shape[:2] != (self.size, self.size):
             raise BamError(f"scene {self.scene_classes[s]}/{i} has size {arr.shape[:2]}, expected {self.size}")
@@ -56,6 +57,7 @@ class ImageStore:
         self.scene_ok[s, i] = True
 
     def _load_object(self, o: int, i: int) -> None:
+        """Decode cut-out instance i of object class o into the cache (top-left aligned)."""
         arr = read_png(image_path(self.root, "objects", self.object_classes[o], i, self.n), 4)
         h, w = arr.shape[:2]
         if max(h, w) > self.size:

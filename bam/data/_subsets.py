@@ -45,6 +45,7 @@ def placement_table(recipe: Recipe, n: int, boxes: dict[str, np.ndarray]) -> pd.
 
 
 def _labelled(frame: pd.DataFrame, label: str, input_kind: str) -> pd.DataFrame:
+    """A subset table: ``frame`` with ``label`` taken from column ``label`` and ``input`` set."""
     out = frame.copy()
     out["label"] = out[label]
     out["input"] = input_kind

@@ -120,12 +120,14 @@ class BuildResult:
 
 
 def _identity(recipe: Recipe, seed: int, export_composites: bool) -> dict[str, Any]:
+    """What a build directory must match to be resumed or confirmed."""
     return {"recipe": recipe.to_dict(), "seed": seed, "export_composites": export_composites}
 
 
 def _check_existing(out: Path, ident: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
     """(complete and identical?, resumable state). Raises if ``out`` holds something else."""
     def differs(old: dict[str, Any]) -> None:
+        """Raise the error naming the recipe/seed found and the one asked for."""
         o_rec, n_rec = old.get("recipe", {}), ident["recipe"]
         what = "" if o_rec.get("name") != n_rec["name"] or o_rec == n_rec else " (recipe contents differ)"
         if old.get("export_composites") != ident["export_composites"] and o_rec == n_rec:
@@ -149,6 +151,7 @@ def _check_existing(out: Path, ident: dict[str, Any]) -> tuple[bool, dict[str, A
 
 
 def _unit_done(out: Path, res: dict[str, Any]) -> bool:
+    """True when every file of a finished class is present with its recorded hash."""
     return all((out / rel).is_file() and sha256_file(out / rel) == sha for rel, sha in res["files"].items())
 
 
@@ -231,6 +234,7 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, inputs: Source
 
 
 def _with_count(recipe: Recipe, n: int) -> Recipe:
+    """The recipe with ``instances_per_class`` replaced (for --allow-fewer builds)."""
     import dataclasses
 
     return dataclasses.replace(recipe, instances_per_class=n)
@@ -248,7 +252,8 @@ def _effective_count(recipe: Recipe, done: dict[str, Any], allow_fewer: bool) ->
     why = "; ".join(f"{c}x {r}" for r, c in skipped.most_common(3)) or "source exhausted"
     n = min(found.values())
     if not allow_fewer:
-        raise BamError(f"{k.replace('/', ' class ')!r} has {v} usable images, the recipe asks {want} (skipped: {why}); "
+        kind, cls = k.split("/", 1)
+        raise BamError(f"{kind} class {cls!r} has {v} usable images, the recipe asks {want} (skipped: {why}); "
                        f"pass --allow-fewer to build {n} per class")
     if n <= recipe.val_instances:
         raise BamError(f"only {n} usable images per class; need more than val_instances={recipe.val_instances}")

@@ -47,9 +47,11 @@ class BamSubset(torch.utils.data.Dataset):
         self._paste = torch.tensor((t["input"] == "composite").to_numpy(bool))
 
     def __len__(self) -> int:
+        """Number of items."""
         return len(self.table)
 
     def __repr__(self) -> str:
+        """Short description."""
         return f"BamSubset({self.name!r}, split={self.split!r}, n={len(self)}, label_kind={self.label_kind!r})"
 
     @property
@@ -93,6 +95,7 @@ class BamData:
         self._tables: dict[str, pd.DataFrame] = {}
 
     def __repr__(self) -> str:
+        """Short description."""
         return f"BamData({str(self.root)!r}, recipe={self.recipe.name!r}, manifest_hash={self.manifest_hash[:12]})"
 
     @cached_property

@@ -49,6 +49,7 @@ class Recipe:
     description: str = ""
 
     def __post_init__(self) -> None:
+        """Sort class lists and mappings, then validate."""
         object.__setattr__(self, "object_classes", tuple(sorted(self.object_classes)))
         object.__setattr__(self, "scene_classes", tuple(sorted(self.scene_classes)))
         object.__setattr__(self, "coco_categories", dict(sorted(dict(self.coco_categories).items())))

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -31,7 +30,7 @@ from bam.evaluate._plan import (
 )
 from bam.evaluate.config import EvalConfig
 from bam.evaluate.iir_patch import PatchSet, build_patch_set, patch_summary
-from bam.metrics import Need, list_metrics, object_attribution
+from bam.metrics import Need, get_metric_info, list_metrics, object_attribution
 
 log = logging.getLogger("bam.evaluate")
 
@@ -131,8 +130,6 @@ class Runner:
         """The (family, model, subset, input) units with their image ids and methods, in a fixed order."""
         units: dict[tuple[str, Need], Unit] = {}
         for (fam, metric), needs in self.active.items():
-            from bam.metrics import get_metric_info
-
             info = get_metric_info(metric)
             ids = select_ids(self.data, info.selection_subset, self.config.image_limit(metric),
                              self.config.selection_seed)
@@ -178,6 +175,7 @@ class Runner:
         return out
 
     def _key(self, unit: Unit, ids: list[str], method: MethodPlan | None) -> dict[str, Any]:
+        """The cache key of a chunk: predictions (``method`` None) or one method's records."""
         key: dict[str, Any] = {"model": unit.entry.sha256, "manifest": self.data.manifest_hash,
                                "subset": unit.need.subset, "input": unit.need.input, "ids": hash_json(ids)}
         if unit.need.input == "iir_patch":
@@ -193,6 +191,7 @@ class Runner:
         batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
         def load() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """Load the chunk's images once, on first use."""
             nonlocal batch
             if batch is None:
                 batch = self._load(unit, ids, patch)
@@ -221,6 +220,7 @@ class Runner:
             self._collect(unit, ids, plan, preds, payload, unchanged)
 
     def _load(self, unit: Unit, ids: list[str], patch: PatchSet | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, labels and masks of ``ids`` on the device (patched images for iir_patch)."""
         sub = self.data.subset(unit.need.subset, split="val")
         pos = {str(i): n for n, i in enumerate(sub.table["image_id"])}
         x, y, m = sub.load_batch([pos[i] for i in ids])

@@ -52,7 +52,7 @@ class SearchConfig:
     step_scale: float = 2.5
     loss: str = "margin"
     early_exit: bool = True
-    skip_factor: float = 0.5
+    skip_factor: float = 0.8
     estimate_classes: int = 9
     cw: str = "failed"
     cw_steps: int = 100
@@ -62,6 +62,7 @@ class SearchConfig:
     bisection_steps: int = 10
 
     def __post_init__(self) -> None:
+        """Normalise the grid to floats and validate every field (one-line BamError)."""
         eps = tuple(float(e) for e in self.epsilons)
         object.__setattr__(self, "epsilons", eps)
         if not eps or any(not e > 0 for e in eps) or any(b <= a for a, b in zip(eps, eps[1:])):
@@ -286,7 +287,16 @@ def boundary_search(model: torch.nn.Module, inputs: Tensor, cfg: SearchConfig, *
     n = x.shape[0]
     dev = x.device
     shape = (-1,) + (1,) * (x.dim() - 1)
-    label = _logits(model, x, micro_batch).argmax(1)
+    if n == 0:
+        empty = x.new_zeros(0)
+        return SearchResult(boundary=x.clone(), success=empty.bool(), distance=empty, eps_used=empty, estimate=empty,
+                            first_level=empty.long(), found_by=empty.long(), gradient_evals=empty.long(),
+                            forward_evals=empty.long(), predicted=empty.long())
+    logits = _logits(model, x, micro_batch)
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise BamError(f"boundary search needs a classifier with >= 2 logits per image; the model returned shape "
+                       f"{tuple(logits.shape)}")
+    label = logits.argmax(1)
     grad_evals = torch.zeros(n, dtype=torch.long, device=dev)
     fwd_evals = torch.ones(n, dtype=torch.long, device=dev)
     best = x.clone()

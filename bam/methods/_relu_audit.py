@@ -1,11 +1,11 @@
 """Audit how a model applies ReLU: module calls per ``nn.ReLU`` and functional calls.
 
 Hook-based methods (guided backprop, DeepLIFT) only see ReLUs applied through ``nn.ReLU``
-modules; DeepLIFT (captum) additionally needs each module to run exactly once per forward,
-otherwise its stored reference activations are overwritten and it silently degrades to plain
-gradients (Shrikumar et al. 2017 define multipliers per *call site*). This module runs one
-forward on one input row and counts both kinds of call, so methods can refuse such models
-with a clear error instead of returning wrong numbers.
+modules: a functional ``F.relu`` would silently get a plain gradient. DeepLIFT also requires one
+module per call site (SPEC §5; a reused module is how torchvision ResNets defeat captum's
+``DeepLift``, which stores one reference activation per module). This module runs one forward on
+one input row and counts both kinds of call, so methods can refuse such models with a clear error
+instead of returning wrong numbers.
 """
 
 from __future__ import annotations

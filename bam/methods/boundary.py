@@ -21,7 +21,7 @@ NaN on failure), ``eps_used`` (NaN unless PGD succeeded), ``found_by`` (0 none, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -48,7 +48,7 @@ _SEARCH_DEFAULTS: dict[str, Any] = {
     "step_scale": 2.5,
     "loss": "margin",
     "early_exit": True,
-    "skip_factor": 0.5,
+    "skip_factor": 0.8,
     "estimate_classes": 9,
     "cw": "failed",
     "cw_steps": 100,
@@ -60,6 +60,9 @@ _SEARCH_DEFAULTS: dict[str, Any] = {
 
 def _search_config(params: Mapping[str, Any]) -> SearchConfig:
     """Build the search configuration from method parameters (validated, one-line errors)."""
+    for name in ("step_scale", "skip_factor", "cw_lr"):
+        if isinstance(params[name], bool) or not isinstance(params[name], (int, float)):
+            raise BamError(f"bad {name} {params[name]!r}; accepted: a number")
     return SearchConfig(
         epsilons=check_epsilons(params["epsilons"]), steps=params["attack_steps"],
         step_scale=float(params["step_scale"]), loss=params["loss"], early_exit=bool(params["early_exit"]),
@@ -68,11 +71,12 @@ def _search_config(params: Mapping[str, Any]) -> SearchConfig:
         cw_lr=float(params["cw_lr"]), bisection_steps=params["bisection_steps"])
 
 
-def _passes(extra: int) -> Any:
-    """passes(params): worst-case passes of the search plus ``extra`` (or ``ig_steps``) per image."""
+def _passes(with_ig: bool) -> Callable[[Mapping[str, Any]], int]:
+    """passes(params): worst-case search passes plus ``ig_steps`` (BIG) or one gradient (BG) per image."""
 
     def passes(params: Mapping[str, Any]) -> int:
-        attribution = int(params.get("ig_steps", extra)) if extra < 0 else extra
+        """Worst-case forward+backward passes per image for resolved ``params``."""
+        attribution = int(params.get("ig_steps", 25)) if with_ig else 1
         return _search_config({**_SEARCH_DEFAULTS, **params}).worst_case_passes() + attribution
 
     return passes
@@ -137,7 +141,7 @@ def path_integrated_gradients(model: torch.nn.Module, inputs: Tensor, baselines:
 
 @register_method(MethodInfo(
     name="boundary_ig", title="Boundary integrated gradients (BIG)", paper=_PAPER, family="boundary",
-    defaults={**_SEARCH_DEFAULTS, "ig_steps": 25}, stochastic=True, passes=_passes(-1), expands_batch=True,
+    defaults={**_SEARCH_DEFAULTS, "ig_steps": 25}, stochastic=True, passes=_passes(True), expands_batch=True,
     description="IG from the closest boundary point x' (L2 PGD over an epsilon grid in pixel-space L2 units = "
                 "the reference normalised-unit grid x 0.226, early exit, CW for failures, bisection) to x."))
 def boundary_ig(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0, seed: int = 0,
@@ -155,7 +159,7 @@ def boundary_ig(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro
 
 @register_method(MethodInfo(
     name="boundary_gradient", title="Boundary gradient (BG)", paper=_PAPER, family="boundary",
-    defaults=dict(_SEARCH_DEFAULTS), stochastic=True, passes=_passes(1), expands_batch=True,
+    defaults=dict(_SEARCH_DEFAULTS), stochastic=True, passes=_passes(False), expands_batch=True,
     description="Gradient of the target logit at the closest boundary point x' (same search as boundary_ig)."))
 def boundary_gradient(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,
                       seed: int = 0, **params: Any) -> AttributionResult:

@@ -14,9 +14,9 @@ min-max normalisation. The background p is a Gaussian blur of x.
   the target-class probability of x*m + p*(1-m) and minimise it for x*(1-m) + p*m, + ``l1``·|w|_1.
 
 w starts at ``init_weight`` for every channel (Adam moves each weight by about ``lr`` per step,
-so this sets how far the channel ratios, hence the mask, can move) and is projected onto w >= 0 after every step. The loss is a sum
-of per-image terms and Adam is elementwise, so an image's mask does not depend on the batch it is
-in nor on ``micro_batch``.
+so this sets how far the channel ratios, hence the mask, can move) and is projected onto w >= 0
+after every step. The loss is a sum of per-image terms and Adam is elementwise, so an image's
+mask does not depend on the batch it is in nor on ``micro_batch``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class _StopForward(Exception):
     """Raised from a forward hook to stop the model once the layer output is captured."""
 
 
-def _layer_forward(model: torch.nn.Module, layer: torch.nn.Module, x: Tensor, full: bool) -> tuple[Tensor, Tensor | None]:
+def _layer_forward(model: torch.nn.Module, layer: torch.nn.Module, x: Tensor,
+                   full: bool) -> tuple[Tensor, Tensor | None]:
     """Run ``model`` on ``x``; return (output of ``layer``, logits or None when ``full`` is False).
 
     With ``full=False`` the forward stops right after ``layer`` (the rest is not computed).
@@ -56,6 +57,7 @@ def _layer_forward(model: torch.nn.Module, layer: torch.nn.Module, x: Tensor, fu
     store: dict[str, Tensor] = {}
 
     def hook(_mod: torch.nn.Module, _inp: Any, out: Tensor) -> None:
+        """Keep the layer output; stop the forward pass when the rest is not needed."""
         store["a"] = out
         if not full:
             raise _StopForward
@@ -102,6 +104,9 @@ def _check(params: Mapping[str, Any]) -> None:
         v = params[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise BamError(f"bad {name} {v!r}; accepted: an integer >= {low}")
+    for name in ("lr", "blur_sigma", "init_weight", "l1"):
+        if isinstance(params[name], bool) or not isinstance(params[name], (int, float)):
+            raise BamError(f"bad {name} {params[name]!r}; accepted: a number")
     for name in ("lr", "blur_sigma", "init_weight"):
         if not float(params[name]) > 0:
             raise BamError(f"bad {name} {params[name]!r}; accepted: a positive number")

@@ -80,9 +80,9 @@ def _project(model: Any, x: Tensor, target: Tensor, check_reconstruction: bool) 
             raise BamError(f"affine_head() shapes {tuple(a.shape)}, {tuple(b.shape)} do not match features "
                            f"of dimension {zf.shape[1]}; accepted: A [K, {zf.shape[1]}], b [K]")
         k = a.shape[0]
-        if int(target.min()) < 0 or int(target.max()) >= k:
-            raise BamError(f"target class {int(target.max()) if int(target.max()) >= k else int(target.min())} "
-                           f"is out of range; accepted: 0..{k - 1}")
+        bad = target[(target < 0) | (target >= k)]
+        if bad.numel():
+            raise BamError(f"target class {int(bad[0])} is out of range; accepted: 0..{k - 1}")
         logits = zf @ a.T + b  # [N, K]
         pair_norm = (a.unsqueeze(1) - a.unsqueeze(0)).norm(dim=-1)  # [K, K]: ||a_c - a_j||
         margin = logits.gather(1, target.view(-1, 1)) - logits  # [N, K]: m_j

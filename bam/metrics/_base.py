@@ -51,9 +51,9 @@ class MetricInfo:
     chance: float | None
     #: model roles needed, symbolic ("commonality-k" stands for every k)
     roles: tuple[str, ...]
-    #: the dataset subset whose val images are selected (and limited) for this metric
+    #: the dataset subset whose val images are selected (and limited by ``EvalConfig.images[name]``)
     selection_subset: str
-    #: the config key in ``EvalConfig.images`` that limits its images
+    #: K (number of scene classes) -> the (role, subset, input) triples whose records it reads
     needs: Callable[[int], tuple[Need, ...]] = field(default=lambda k: ())
     description: str = ""
 
@@ -100,6 +100,7 @@ def register_metric(info: MetricInfo) -> Callable[[MetricFn], MetricFn]:
     """Decorator: register ``fn`` under ``info.name``."""
 
     def deco(fn: MetricFn) -> MetricFn:
+        """Add ``fn`` to :data:`METRICS` and attach its metadata."""
         METRICS.add(info.name, fn, info)
         fn.bam_info = info  # type: ignore[attr-defined]
         return fn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,12 @@ _COMMONALITY = re.compile(r"^commonality-(\d+)$")
 
 
 def _mcs_needs(num_k: int) -> tuple[Need, ...]:
+    """MCS reads the obj and scene models on the val composites."""
     return (Need("obj", "obj", "composite"), Need("scene", "scene", "composite"))
 
 
 def _rmcs_needs(num_k: int) -> tuple[Need, ...]:
+    """RMCS reads every commonality-k model (k = 1..K) on common_in_scene."""
     return tuple(Need(f"commonality-{k}", "common_in_scene", "common_in_scene") for k in range(1, num_k + 1))
 
 
@@ -63,10 +66,11 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float((rx * ry).sum() / den) if den > 0 else 0.0
 
 
-def _rmcs_statistic(ks: np.ndarray):  # noqa: ANN202 - returns a closure
+def _rmcs_statistic(ks: np.ndarray) -> Callable[[np.ndarray], float]:
     """Negated Spearman between k and the per-k mean of a [n_images, n_k] matrix (NaN = unused)."""
 
     def stat(mat: np.ndarray) -> float:
+        """-Spearman(k, column means of the finite entries)."""
         with np.errstate(invalid="ignore"):
             counts = np.isfinite(mat).sum(0)
             means = np.where(counts > 0, np.nansum(mat, 0) / np.maximum(counts, 1), np.nan)

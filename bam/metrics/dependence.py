@@ -14,10 +14,12 @@ IIR_THRESHOLD = 0.1
 
 
 def _idr_needs(num_k: int) -> tuple[Need, ...]:
+    """IDR reads the scene model on the composites and on their scene-only versions."""
     return (Need("scene", "scene", "composite"), Need("scene", "scene_only", "scene_only"))
 
 
 def _iir_needs(num_k: int) -> tuple[Need, ...]:
+    """IIR reads the scene_only model on the iir_scene images and their patched versions."""
     return (Need("scene_only", "iir_scene", "iir_scene"), Need("scene_only", "iir_scene", "iir_patch"))
 
 

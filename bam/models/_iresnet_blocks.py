@@ -57,7 +57,7 @@ class SpectralConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, in_hw: int, coeff: float,
-                 n_power_iterations: int = 1, init_iterations: int = 50) -> None:
+                 n_power_iterations: int = 1, init_iterations: int = 20) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding, self.in_hw = kernel_size, kernel_size // 2, in_hw
@@ -71,7 +71,7 @@ class SpectralConv2d(nn.Module):
         _, u = conv_operator_norm(self.weight, (in_channels, in_hw, in_hw), self.padding, init_iterations)
         self.register_buffer("u", u)
 
-    def refine(self, max_iter: int = 500, tol: float = 1e-5) -> int:
+    def refine(self, max_iter: int = 300, tol: float = 1e-4) -> int:
         """Power-iterate ``u`` until ``sigma`` changes by less than ``tol`` (relative) per step.
 
         ``u`` is only written when the first step already changes ``sigma`` by more than ``tol``, so

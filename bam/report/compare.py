@@ -148,6 +148,7 @@ def compare_results(baseline: str | os.PathLike[str], new: str | os.PathLike[str
 
 
 def _fmt(x: float) -> str:
+    """A value with 4 decimals; NaN/None as an empty cell."""
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.4f}".lstrip("+")
 
 

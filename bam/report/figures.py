@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 #: Colour for controls (chance references) and for real methods.
 CONTROL_COLOUR = "#9e9e9e"
@@ -93,6 +94,8 @@ def rmcs_curve_figure(curve: pd.DataFrame, controls: frozenset[str], title: str 
     data = curve.assign(_k=curve["k"].astype(int)).sort_values(["method", "_k"], kind="stable")
     methods = sorted(data["method"].unique(), key=lambda m: (m in controls, m))
     tab10, tab20 = colormaps["tab10"], colormaps["tab20"]
+    # distinct colours, none of them grey (grey is reserved for the controls)
+    colours = [tab10(j) for j in range(10) if j != 7] + [tab20(j) for j in range(1, 20, 2) if j != 15]
     markers = ("x", "+", "^", "v", "s")
     for i, m in enumerate(methods):
         d = data[data["method"] == m]
@@ -102,12 +105,13 @@ def rmcs_curve_figure(curve: pd.DataFrame, controls: frozenset[str], title: str 
             ax.plot(k, v, linestyle="--", color=CONTROL_COLOUR, marker=markers[i % len(markers)], linewidth=1,
                     label=f"{m} (control)")
             continue
-        colour = tab10(i) if i < 10 else tab20((2 * (i - 10) + 1) % 20)
+        colour = colours[i % len(colours)]
         ax.plot(k, v, marker="o", markersize=3, color=colour, label=m)
         lo, hi = d["ci_low"].to_numpy(dtype=float), d["ci_high"].to_numpy(dtype=float)
         if np.isfinite(lo).all() and np.isfinite(hi).all():
             ax.fill_between(k, lo, hi, color=colour, alpha=0.12, linewidth=0)
     ax.axhline(0.0, color="#000000", linewidth=0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("k (number of scene classes sharing the common object)")
     ax.set_ylabel("MCS_k")
     ax.set_title(title)

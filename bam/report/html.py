@@ -51,10 +51,12 @@ class ReportOutput:
 
 
 def _slug(text: str) -> str:
+    """A file-name/anchor-safe form of ``text``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
 def _num(x: Any, digits: int = 4) -> str:
+    """Format a table number: floats with ``digits`` decimals, missing/NaN as ""."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)) or x is pd.NA:
         return ""
     if isinstance(x, float):
@@ -80,6 +82,7 @@ class _Figures:
     """Collects figures: embeds them in the HTML and writes them as PNG files in ``folder``."""
 
     def __init__(self, folder: Path) -> None:
+        """Figures go to ``folder`` (created on the first write)."""
         self.folder = folder
         self.paths: list[Path] = []
 
@@ -111,38 +114,70 @@ def _pick(prov: dict[str, Any], *keys: str) -> Any:
 
 
 def _short(value: Any) -> str:
+    """One-line text for a provenance value (JSON for mappings and lists)."""
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return str(value)
 
 
-def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> str:
-    """Title block and provenance table (from provenance.json, falling back on results.csv)."""
-    datasets = sorted(set(results["dataset"]))
-    hashes = sorted(set(results["manifest_hash"]) - {""})
-    seeds = sorted(set(results["seed"].astype(str)) - {""})
-    models: dict[str, str] = {}
+def _models_text(prov: dict[str, Any], results: pd.DataFrame) -> str:
+    """'role: arch sha256-prefix' per checkpoint (provenance.json), else role -> hash from results.csv."""
+    ckpts = _pick(prov, "checkpoints", "models", "checkpoint_hashes", "model_hashes")
+    if isinstance(ckpts, dict) and ckpts:
+        parts = []
+        for role, info in sorted(ckpts.items()):
+            if isinstance(info, dict):
+                sha = str(info.get("weights_sha256") or info.get("sha256") or "")[:16]
+                parts.append(f"{role}: {info.get('arch', '')} {sha}".strip())
+            else:
+                parts.append(f"{role}: {str(info)[:16]}")
+        return "; ".join(parts)
+    found: dict[str, str] = {}
     for pair, cell in zip(results["model_pair"], results["model_hashes"]):
         parsed = parse_json_cell(cell)
         if isinstance(parsed, dict):
-            models.update({str(k): str(v) for k, v in parsed.items()})
+            found.update({str(k): str(v) for k, v in parsed.items()})
         elif isinstance(parsed, str) and parsed:  # "role|role" with "hash|hash" (bam evaluate's format)
             roles, hashes = str(pair).split("|"), parsed.split("|")
             if len(roles) == len(hashes):
-                models.update(dict(zip(roles, hashes)))
+                found.update(dict(zip(roles, hashes)))
+    return "; ".join(f"{r}: {h}" for r, h in sorted(found.items()))
+
+
+def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> str:
+    """Title block and provenance table (from provenance.json, falling back on results.csv)."""
+    dataset = ", ".join(sorted(set(results["dataset"])))
+    ds_prov = prov.get("dataset")
+    root = ds_prov.get("root") if isinstance(ds_prov, dict) else ds_prov
+    manifest = ", ".join(sorted(set(results["manifest_hash"]) - {""}))
+    seeds = ", ".join(sorted(set(results["seed"].astype(str)) - {""}))
+    versions = _pick(prov, "versions", "package_versions")
+    if isinstance(versions, dict):
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(versions.items(), key=lambda kv: kv[0].lower()))
+    device = " ".join(str(x) for x in (_pick(prov, "device"), _pick(prov, "device_name")) if x)
+    seed = _pick(prov, "seed")
     rows = [
         ["results", str(results_dir)],
-        ["dataset", _short(_pick(prov, "dataset", "data", "dataset_dir") or ", ".join(datasets))],
-        ["dataset manifest hash", _short(_pick(prov, "manifest_hash", "dataset_manifest_hash") or ", ".join(hashes))],
-        ["models", _short(_pick(prov, "models", "checkpoints", "checkpoint_hashes", "model_hashes") or models or "")],
-        ["seed", _short(_pick(prov, "seed") if _pick(prov, "seed") is not None else ", ".join(seeds))],
-        ["device", _short(_pick(prov, "device") or "")],
-        ["versions", _short(_pick(prov, "versions", "package_versions") or "")],
+        ["dataset", dataset + (f" ({root})" if root else "")],
+        ["dataset manifest hash", manifest],
+        ["models", _models_text(prov, results)],
+        ["seed", str(seed) if seed is not None else seeds],
+        ["device", device],
+        ["versions", _short(versions or "")],
         ["wall time (s)", _short(_pick(prov, "wall_time_s", "wall_time", "elapsed_s") or "")],
         ["created", _short(_pick(prov, "created", "timestamp", "finished") or "")],
     ]
     rows = [r for r in rows if r[1]]
     body = _table(["field", "value"], rows)
+    skipped = prov.get("skipped")
+    if isinstance(skipped, list) and skipped:
+        body += "<p><b>skipped by bam evaluate:</b></p>" + _table(
+            ["metric", "family", "methods", "reason"],
+            [[str(x.get(k, "")) for k in ("metric", "family", "methods", "reason")] for x in skipped if isinstance(x, dict)])
+    failures = prov.get("failures")
+    if isinstance(failures, dict) and failures:
+        body += "<p><b>method failures:</b></p>" + _table(
+            ["method", "message"], [[str(k), _short(v)] for k, v in sorted(failures.items())])
     if prov:
         body += ("<details><summary>full provenance.json</summary><pre>"
                  + html.escape(dumps_json(prov)) + "</pre></details>")

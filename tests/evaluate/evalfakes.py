@@ -170,3 +170,25 @@ if "bamtest_weighted" not in METHODS:
     register_method(MethodInfo(name="bamtest_fail", title="fail", paper="test", family="control"))(_fail)
     register_method(MethodInfo(name="bamtest_inv", title="inv", paper="test", family="control",
                                requires=("invertible",)))(_inv)
+
+
+def dist_worker(rank: int, world: int, init_file: str, root: str, out: str, methods: tuple[str, ...]) -> None:
+    """One rank of a gloo run of the evaluation on the fake data (for the sharding test)."""
+    import torch.distributed as dist
+
+    from bam.evaluate import DistInfo, EvalConfig, PatchConfig, evaluate
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        data = FakeData(Path(root), n=4)
+        cfg = EvalConfig(methods=methods, batch_size=5, bootstrap=100, iir_patch=PatchConfig(steps=3))
+        evaluate(data, make_models(data.manifest_hash), cfg, out, seed=1, dist=DistInfo(rank, world))
+    finally:
+        dist.destroy_process_group()
+
+
+def input_plugin(model: Any, inputs: Tensor, target: Tensor, *, gain: float = 1.0) -> Tensor:
+    """Plug-in method for CLI tests: the input itself (times ``gain``)."""
+    CALLS["input_plugin"] += 1
+    return inputs * gain

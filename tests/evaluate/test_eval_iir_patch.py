@@ -37,7 +37,7 @@ def test_one_step_matches_hand_gradient() -> None:
     grad = grad - 0.01 * 255 * d0 / d0.norm(dim=1, keepdim=True)
     z = (x.flatten(1) + d0)
     grad = grad + 0.01 * 255 * ((z > 1).double() - (z < 0).double())
-    d1 = (d0 - cfg.step_size * grad) * mask.flatten(1).expand(2, 3, 16).reshape(2, 48)
+    d1 = (d0 - cfg.step_size * grad) * mask.expand(2, 3, 4, 4).reshape(2, 48)
     expect = (x.flatten(1) + d1).clamp(0, 1).view_as(x)
     assert torch.allclose(out["patched"], expect, atol=1e-12)
     assert torch.equal(out["patched"] * (1 - mask), x * (1 - mask))  # confined to the mask
@@ -49,6 +49,7 @@ def test_one_step_matches_hand_gradient() -> None:
 
 def test_unchanged_flag_and_growth() -> None:
     x = torch.full((1, 3, 4, 4), 0.5)
+    x[0, 2, 3, 3] = 0.3  # class 1 logit 0.3 < class 0 logit 0.5
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., :2, :2] = 1
     w = torch.zeros(2, 48)

@@ -18,11 +18,13 @@ class Linear(nn.Module):
     """f(x) = W flatten(x) + b on [N, C, H, W] inputs."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Store the weight matrix [K, D] and bias [K]."""
         super().__init__()
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits W x + b of the flattened input."""
         return x.flatten(1) @ self.weight.T + self.bias
 
 
@@ -69,6 +71,7 @@ def analytic_boundary(model: Linear, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def test_linear_boundary_distance_and_bg_big_known_answers() -> None:
+    """Linear model: distance within 2 % of the analytic one, BG = w_c, BIG = (x - x') * w_c."""
     model, x, w = linear_case()
     target = model(x).argmax(1)
     d_true, _ = analytic_boundary(model, x)
@@ -89,6 +92,7 @@ def test_linear_boundary_distance_and_bg_big_known_answers() -> None:
 
 
 def test_boundary_point_is_on_the_boundary() -> None:
+    """x' is misclassified, ties the top two logits, and is near the analytic projection."""
     model, x, _ = linear_case(seed=3)
     cfg = SearchConfig(epsilons=GRID, cw="off", bisection_steps=20)
     res = boundary_search(model, x, cfg, micro_batch=64, seed=0)
@@ -101,6 +105,7 @@ def test_boundary_point_is_on_the_boundary() -> None:
 
 
 def test_early_exit_counts_gradient_evaluations() -> None:
+    """Solved images leave the batch: evals = steps x levels run; easy < hard; fixed grid costs more."""
     model, x, _ = linear_case(n=8, seed=1)
     d_true, _ = analytic_boundary(model, x)
     cfg = SearchConfig(epsilons=GRID, steps=10, cw="off", skip_factor=0)
@@ -119,6 +124,7 @@ def test_early_exit_counts_gradient_evaluations() -> None:
 
 
 def test_level_skipping_is_exact_on_linear_models() -> None:
+    """The DeepFool estimate is exact on linear models, so skipping changes only the cost."""
     model, x, _ = linear_case(n=8, k=4, seed=5)
     d_true, _ = analytic_boundary(model, x)
     plain = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, cw="off", skip_factor=0),
@@ -138,6 +144,7 @@ def test_level_skipping_is_exact_on_linear_models() -> None:
 
 
 def test_failed_images_are_invalid_and_nan() -> None:
+    """Images the grid cannot solve are valid=False, NaN distance, NaN rows via attribute()."""
     model, x, _ = linear_case(n=6, seed=0)
     d_true, _ = analytic_boundary(model, x)
     eps = float(d_true.sort().values[2]) * 0.8  # only the two closest images can be solved
@@ -153,6 +160,7 @@ def test_failed_images_are_invalid_and_nan() -> None:
 
 
 def test_carlini_wagner_rescues_pgd_failures() -> None:
+    """CW finds points PGD missed, never closer than the true boundary and within 2 % of it."""
     model, x, _ = linear_case(n=4, seed=2)
     d_true, _ = analytic_boundary(model, x)
     cfg = SearchConfig(epsilons=(1e-4,), steps=5, cw="failed", cw_steps=100, cw_search_steps=5)
@@ -161,11 +169,12 @@ def test_carlini_wagner_rescues_pgd_failures() -> None:
     assert torch.all(res.found_by == 2)
     assert torch.isnan(res.eps_used).all()
     assert torch.all(res.distance >= d_true * (1 - 1e-3))
-    assert torch.all(res.distance <= d_true * 1.5), (res.distance, d_true)
+    assert torch.all(res.distance <= d_true * 1.02), (res.distance, d_true)
     assert torch.all(res.gradient_evals == 5 + 5 * 100)
 
 
 def test_cw_all_never_increases_distance() -> None:
+    """cw='all' keeps the closer of the PGD and CW points."""
     model = tiny_cnn(1)
     x = torch.rand(5, 3, 8, 8)
     base = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, cw="off"), micro_batch=64, seed=0)
@@ -179,6 +188,7 @@ def test_cw_all_never_increases_distance() -> None:
 
 @pytest.mark.parametrize("loss", ["margin", "ce"])
 def test_conv_model_boundary_points_cross(loss: str) -> None:
+    """On a conv net, x' is misclassified, in [0, 1], and the distance record matches it."""
     model = tiny_cnn(0)
     x = torch.rand(6, 3, 8, 8)
     res = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, loss=loss, cw="off"), micro_batch=4,
@@ -192,6 +202,7 @@ def test_conv_model_boundary_points_cross(loss: str) -> None:
 
 @pytest.mark.parametrize("method", ["boundary_ig", "boundary_gradient"])
 def test_micro_batch_and_batch_invariance(method: str) -> None:
+    """Attributions and records do not depend on micro_batch."""
     model = tiny_cnn(2)
     x = torch.rand(5, 3, 8, 8)
     target = model(x).argmax(1)
@@ -207,6 +218,7 @@ def test_micro_batch_and_batch_invariance(method: str) -> None:
 
 
 def test_same_seed_same_result_other_seed_other_start() -> None:
+    """Same seed gives identical points; another seed gives other random starts."""
     model = tiny_cnn(3)
     x = torch.rand(4, 3, 8, 8)
     cfg = SearchConfig(epsilons=GRID, steps=8, cw="off")
@@ -218,6 +230,7 @@ def test_same_seed_same_result_other_seed_other_start() -> None:
 
 
 def test_path_ig_matches_slow_reference() -> None:
+    """Batched path IG equals a per-image, per-alpha loop for any micro-batch."""
     model = tiny_cnn(4)
     x, base = torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8)
     target = torch.tensor([0, 2, 1])
@@ -235,6 +248,7 @@ def test_path_ig_matches_slow_reference() -> None:
 
 
 def test_info_defaults_passes_and_units() -> None:
+    """Defaults are the reference grid in pixel units; passes() is the worst case."""
     info = get_info("boundary_ig")
     assert info.family == "boundary" and info.stochastic
     assert info.defaults["epsilons"] == PIXEL_EPSILONS
@@ -252,10 +266,23 @@ def test_info_defaults_passes_and_units() -> None:
     (dict(cw="sometimes"), "cw"),
     (dict(attack_steps=0), "steps"),
     (dict(skip_factor=-1.0), "skip_factor"),
+    (dict(step_scale="big"), "step_scale"),
     (dict(ig_steps=1), "ig_steps"),
 ])
 def test_bad_parameters_raise_one_line(params: dict, word: str) -> None:
+    """Bad parameters raise a one-line BamError naming the parameter."""
     model, x, _ = linear_case(n=2)
     with pytest.raises(BamError) as err:
         attribute("boundary_ig", model, x, 0, **params)
     assert word in str(err.value) and "\n" not in str(err.value)
+
+
+def test_empty_batch_and_single_logit_model() -> None:
+    """An empty batch returns empty records; a one-logit model is refused."""
+    model, _, _ = linear_case()
+    empty = torch.zeros(0, 3, 8, 8)
+    res = boundary_search(model, empty, SearchConfig(epsilons=GRID), micro_batch=4, seed=0)
+    assert res.boundary.shape == (0, 3, 8, 8) and res.success.numel() == 0
+    one = Linear(torch.randn(1, 3 * 8 * 8), torch.zeros(1))
+    with pytest.raises(BamError, match="2 logits"):
+        boundary_search(one, torch.rand(2, 3, 8, 8), SearchConfig(epsilons=GRID), micro_batch=4, seed=0)

@@ -19,6 +19,7 @@ class HighPass(nn.Module):
     """|Laplacian| of each colour channel: channel k lights up where colour k has texture."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel absolute Laplacian with replicate padding."""
         k = torch.tensor([[0.0, -1, 0], [-1, 4, -1], [0, -1, 0]]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
         return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3).abs()
 
@@ -27,11 +28,13 @@ class RegionModel(nn.Module):
     """Class 0's logit depends only on the texture inside REGION; class 1's logit is 0."""
 
     def __init__(self) -> None:
+        """Store the weight matrix [K, D] and bias [K]."""
         super().__init__()
         self.features = HighPass()
         self.gradcam_layer = self.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [6 (r - 0.5), 0] with r the mean texture energy inside REGION."""
         r = self.features(x)[:, :, REGION[0], REGION[1]].sum(1).mean((1, 2))
         return torch.stack([6 * (r - 0.5), torch.zeros_like(r)], 1)
 
@@ -49,12 +52,14 @@ def region_images(n: int = 2, seed: int = 1) -> torch.Tensor:
 
 
 def inside() -> torch.Tensor:
+    """Boolean [H, W] mask of REGION."""
     m = torch.zeros(H, H, dtype=torch.bool)
     m[REGION] = True
     return m
 
 
 def test_mask_concentrates_on_the_region_the_target_reads() -> None:
+    """The mask is higher where the target logit reads the image, and in [0, 1]."""
     model, x = RegionModel(), region_images()
     target = torch.zeros(2, dtype=torch.long)
     assert torch.all(model(x).argmax(1) == 0)
@@ -70,6 +75,7 @@ def test_mask_concentrates_on_the_region_the_target_reads() -> None:
 
 
 def test_batch_and_micro_batch_independence() -> None:
+    """A batch of two equals each image alone and micro_batch=1."""
     model, x = RegionModel(), region_images(n=2, seed=3)
     target = torch.tensor([0, 1])
     kw = dict(blur_sigma=2.0, stage1_steps=3, stage2_steps=12)
@@ -82,6 +88,7 @@ def test_batch_and_micro_batch_independence() -> None:
 
 
 def test_inversion_mask_known_answer() -> None:
+    """Hand-computed min-max mask; invariant to scaling w; stays in [0, 1]."""
     acts = torch.zeros(1, 2, 2, 2)
     acts[0, 0] = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     acts[0, 1] = torch.tensor([[0.0, 0.0], [0.0, 3.0]])
@@ -94,6 +101,7 @@ def test_inversion_mask_known_answer() -> None:
 
 
 def test_gaussian_blur_known_answers() -> None:
+    """Constants are fixed points; an impulse becomes the outer product of the 1-D kernel."""
     const = torch.full((1, 3, 9, 9), 0.4)
     assert torch.allclose(gaussian_blur(const, 1.5), const)  # constant images are fixed points
     impulse = torch.zeros(1, 1, 21, 21)
@@ -107,6 +115,7 @@ def test_gaussian_blur_known_answers() -> None:
 
 
 def test_requires_conv_layer_and_checks_parameters() -> None:
+    """Needs model.gradcam_layer; passes(); bad parameters raise one line."""
     assert get_info("guided_feature_inversion").requires == ("conv_layer",)
     assert get_info("guided_feature_inversion").passes({}) == 1 + 10 + 2 * 70
     x = region_images(n=1)

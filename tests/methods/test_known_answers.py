@@ -9,7 +9,7 @@ from torch import nn
 from bam.errors import BamError
 from bam.methods import attribute, attribute_full, get_info
 
-from conftest import ConvNet, FunctionalReluNet, ReusedReluNet
+from method_nets import ConvNet, FunctionalReluNet, ReusedReluNet
 
 
 def _weight_rows(net: nn.Module, target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -116,12 +116,20 @@ def test_deeplift_completeness_exact(conv_net, images, targets):
     assert res.extras["deeplift_delta"].abs().max() < 1e-4
 
 
-def test_deeplift_parity_with_captum(conv_net, images, targets):
+def test_deeplift_parity_with_captum():
+    """Where captum is exact (no two non-linear modules back to back), both agree."""
     from captum.attr import DeepLift
 
-    ours = attribute("deeplift", conv_net, images, targets)
-    ref = DeepLift(conv_net).attribute(images, baselines=torch.zeros_like(images), target=targets)
-    torch.testing.assert_close(ours, ref)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.MaxPool2d(2), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(5, 3)).eval()
+    x = torch.rand(4, 3, 8, 8)
+    t = torch.tensor([0, 1, 2, 0])
+    for baseline in (0.0, 0.4):
+        ours = attribute("deeplift", net, x, t, baseline=baseline)
+        ref = DeepLift(net).attribute(x, baselines=torch.full_like(x, baseline), target=t)
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_deeplift_is_not_gradient_times_input(conv_net, images, targets):
@@ -303,3 +311,77 @@ def test_bad_parameters_raise_one_line(conv_net, images, targets, name, params, 
     with pytest.raises(BamError, match=words) as info:
         attribute(name, conv_net, images, targets, **params)
     assert "\n" not in str(info.value)
+
+
+class _InplaceNet(nn.Module):
+    """In-place ReLU modules and an in-place add on a ReLU output (common in ResNet code)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.r1 = nn.ReLU(inplace=True)
+        self.r2 = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor, relu=None) -> torch.Tensor:
+        h = relu(self.conv(x)) if relu else self.r1(self.conv(x))
+        h += x
+        h = relu(h) if relu else self.r2(h)
+        return self.fc(h.mean((2, 3)))
+
+
+class _GuidedRelu(torch.autograd.Function):
+    """Reference guided ReLU written from the definition: grad_in = max(grad_out, 0) * [x > 0]."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g.clamp(min=0) * (x > 0).to(g.dtype)
+
+
+def test_guided_backprop_matches_reference_with_inplace_ops(images):
+    net = _InplaceNet().eval()
+    x = images[:, :, :6, :6]
+    got = attribute("guided_backprop", net, x, 1)
+    xr = x.clone().requires_grad_(True)
+    net(xr, relu=_GuidedRelu.apply)[:, 1].sum().backward()
+    torch.testing.assert_close(got, xr.grad)
+    assert all(m.inplace for m in (net.r1, net.r2))
+
+
+def test_deeplift_with_inplace_ops_is_complete(images):
+    net = _InplaceNet().eval()
+    x = images[:, :, :6, :6]
+    res = attribute_full("deeplift", net, x, 0)
+    gap = _logit(net, x, torch.zeros(5, dtype=torch.long)) - _logit(net, torch.zeros_like(x), torch.zeros(5, dtype=torch.long))
+    torch.testing.assert_close(res.attributions.flatten(1).sum(1), gap, atol=1e-5, rtol=0)
+    assert all(m.inplace for m in (net.r1, net.r2)), "in-place flags must be restored"
+
+
+def test_deeplift_overlapping_maxpool_hand_computed():
+    """Windows [1, 3] and [3, 2] share their max: f = 3 + 3 = 6, all of it on the middle pixel.
+
+    captum's max_unpool overwrites instead of summing and gives 3 there.
+    """
+    net = nn.Sequential(nn.MaxPool2d((1, 2), stride=1), nn.Flatten(), nn.Linear(2, 1, bias=False))
+    net[2].weight.data.fill_(1.0)
+    x = torch.tensor([1.0, 3.0, 2.0]).view(1, 1, 1, 3)
+    torch.testing.assert_close(attribute("deeplift", net, x, 0).flatten(), torch.tensor([0.0, 6.0, 0.0]))
+
+
+def test_deeplift_complete_on_resnet18():
+    """ReLU -> overlapping 3x3/2 max-pool stem and a non-zero normalised baseline: captum is off here."""
+    models = pytest.importorskip("bam.models")
+    torch.manual_seed(0)
+    net = models.create_model("resnet18", num_classes=3, image_size=32, normalization="imagenet").eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 2])
+    res = attribute_full("deeplift", net, x, t)
+    gap = _logit(net, x, t) - _logit(net, torch.zeros_like(x), t)
+    torch.testing.assert_close(res.attributions.flatten(1).sum(1), gap, atol=1e-4, rtol=0)
+    assert res.extras["deeplift_delta"].abs().max() < 1e-4

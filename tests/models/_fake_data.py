@@ -104,7 +104,7 @@ class FakeData:
             idx = t.index[sel].to_numpy().copy()
             tab = t.loc[idx].copy()
             tab["label"] = tab["scene_label"]
-            scenes = self.scenes[torch.as_tensor(tab["scene_label"].to_numpy()), torch.as_tensor(tab["instance"].to_numpy())]
+            scenes = self.scenes[torch.tensor(tab["scene_label"].to_numpy()), torch.tensor(tab["instance"].to_numpy())]
             return FakeSubset(scenes, self.comp_masks[idx], tab, self.n_scene, "scene")
         if name == "common_in_scene":
             idx = t.index[sel & (t["object"] == self.common_object) & (t["scene"] == self.common_scene)].to_numpy().copy()
@@ -118,8 +118,8 @@ class FakeData:
             idx = t.index[sel & (t["object"] == self.common_object)].to_numpy().copy()
             tab = t.loc[idx].copy()
             tab["label"] = tab["scene_label"]
-            with_obj = torch.as_tensor((tab["scene_label"] < k).to_numpy()).view(-1, 1, 1, 1)
-            scenes = self.scenes[torch.as_tensor(tab["scene_label"].to_numpy()), torch.as_tensor(tab["instance"].to_numpy())]
+            with_obj = torch.tensor((tab["scene_label"] < k).to_numpy()).view(-1, 1, 1, 1)
+            scenes = self.scenes[torch.tensor(tab["scene_label"].to_numpy()), torch.tensor(tab["instance"].to_numpy())]
             imgs = torch.where(with_obj, self.comp[idx], scenes)
             return FakeSubset(imgs, self.comp_masks[idx] * with_obj, tab, self.n_scene, "scene")
         raise BamError(f"unknown subset {name!r}")

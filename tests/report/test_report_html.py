@@ -91,7 +91,9 @@ def test_figures_are_embedded_and_written_beside(report: tuple[Path, str]) -> No
 def test_provenance_and_worst_cases(report: tuple[Path, str]) -> None:
     out, text = report
     assert "<td>seed</td><td>7</td>" in text and "<td>wall time (s)</td><td>12.5</td>" in text
-    assert "&quot;torch&quot;: &quot;2.x&quot;" in text
+    assert "<td>versions</td><td>bam 0.1.0, torch 2.x</td>" in text
+    assert "<td>dataset manifest hash</td><td>" + "ab" * 32 + "</td>" in text
+    assert "<td>models</td><td>obj: " + "11" * 8 + "</td>" in text
     # worst cases: slow reference over the same records
     rec = pd.read_csv(out.parent.parent / "records.csv")
     comp = rec[rec["input"] == "composite"].pivot(index=["method", "image_id"], columns="model_role", values="g")

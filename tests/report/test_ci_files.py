@@ -1,0 +1,75 @@
+"""The CI script, the sample workflow and the committed baseline agree with the real CLI."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from bam.cli.main import COMMANDS, cli
+from bam.report import compare_results, read_results
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "ci_regression.sh"
+WORKFLOW = ROOT / "examples" / "github-actions.yml"
+BASELINE = ROOT / "baselines" / "ci_results.csv"
+
+
+def bam_calls(text: str) -> list[tuple[str, list[str]]]:
+    """(subcommand, [--options]) of every `bam ...` / `"$BAM" ...` call in shell text."""
+    lines = [ln for ln in text.replace("\\\n", " ").splitlines()
+             if not ln.lstrip().startswith("#") and "echo " not in ln]  # comments and messages are prose
+    calls = []
+    for line in lines:
+        for m in re.finditer(r'(?:(?<![\w/.-])bam|"\$BAM")\s+(?:-q\s+)?([a-z][a-z-]*)([^;|&]*)', line):
+            calls.append((m.group(1), re.findall(r"(?<=\s)(--[a-z][a-z-]*)", " " + m.group(2))))
+    return calls
+
+
+def check_calls(calls: list[tuple[str, list[str]]], where: str) -> None:
+    """Each subcommand exists and declares each option used."""
+    ctx = click.Context(cli)
+    assert calls, f"no bam calls found in {where}"
+    for sub, opts in calls:
+        assert sub in COMMANDS, f"{where}: unknown subcommand {sub!r}"
+        cmd = cli.get_command(ctx, sub)
+        declared = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        for opt in opts:
+            assert opt in declared, f"{where}: `bam {sub}` has no option {opt}"
+
+
+def test_ci_script_parses_and_uses_real_options() -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    calls = bam_calls(SCRIPT.read_text())
+    assert {c for c, _ in calls} >= {"build-data", "train", "evaluate", "report", "compare"}
+    check_calls(calls, "scripts/ci_regression.sh")
+    out = subprocess.run(["bash", str(SCRIPT), "--bogus"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown argument '--bogus'" in out.stderr
+
+
+def test_workflow_is_valid_yaml_and_uses_real_options() -> None:
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    steps = wf["jobs"]["bam"]["steps"]
+    runs = "\n".join(s["run"] for s in steps if "run" in s)
+    calls = bam_calls(runs)
+    assert [c for c, _ in calls] == ["build-data", "train", "evaluate", "report", "compare"]
+    check_calls(calls, "examples/github-actions.yml")
+    assert "$METHOD" in runs and wf["env"]["METHOD"].count(":") == 1
+
+
+def test_committed_baseline_is_schema_1_and_passes_against_itself() -> None:
+    if not BASELINE.is_file():
+        pytest.fail(f"{BASELINE} is missing: run scripts/ci_regression.sh --fresh --update-baseline")
+    df = read_results(BASELINE)
+    assert set(df["dataset"]) == {"tiny"} and set(df["seed"].astype(str)) == {"0"}
+    assert {"mcs", "idr", "iir", "rmcs", "rmcs_curve"} <= set(df["metric"])
+    assert {"random", "edge", "center", "gradient", "gradcam"} <= set(df["method"])
+    cmp = compare_results(BASELINE, BASELINE, tolerance=0.0)
+    assert not cmp.failed and set(cmp.frame["status"]) <= {"OK", "INFO"}
