@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for the loader benchmark")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the loader benchmark")
     ap.add_argument("--load-batches", type=int, default=40)
     ap.add_argument("--keep", action="store_true", help="keep the build (default: delete a temporary one)")
     args = ap.parse_args()

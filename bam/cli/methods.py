@@ -64,7 +64,8 @@ def show_cmd(name: str) -> None:
     fields = [
         ("name", info.name), ("title", info.title), ("family", info.family), ("paper", info.paper),
         ("description", info.description or "-"), ("defaults", _fmt_defaults(info.defaults)),
-        ("requires", ", ".join(info.requires) or "-"), ("stochastic", "yes (takes --seed)" if info.stochastic else "no"),
+        ("requires", ", ".join(info.requires) or "-"),
+        ("stochastic", "yes (takes --seed)" if info.stochastic else "no"),
         ("passes/image", str(info.passes(info.defaults))), ("expands batch", "yes" if info.expands_batch else "no"),
         ("uses model", "yes" if info.uses_model else "no"),
     ]

@@ -48,25 +48,27 @@ def render_window(objects: Tensor, object_hw: Tensor, boxes: Tensor, image_size:
     return ox, oy, out[:, :3], mask
 
 
-def _window_index(ox: Tensor, oy: Tensor, window: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(batch, row, col) index tensors [M, L, L] addressing each item's window in the canvas."""
+def _window_index(ox: Tensor, oy: Tensor, window: int, size: int, batch: Tensor | None = None) -> Tensor:
+    """Flat indices [M * L * L] of each item's L x L window in a [B, W, W] canvas (row-major)."""
     ar = torch.arange(window, device=ox.device)
-    b = torch.arange(ox.shape[0], device=ox.device)[:, None, None]
-    return b, (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]
+    b = torch.arange(ox.shape[0], device=ox.device) if batch is None else batch
+    lin = (b[:, None, None] * size + (oy[:, None] + ar)[:, :, None]) * size + (ox[:, None] + ar)[:, None, :]
+    return lin.reshape(-1)
 
 
 def render_objects(objects: Tensor, object_hw: Tensor, boxes: Tensor, image_size: int) -> tuple[Tensor, Tensor]:
     """Full-canvas version of :func:`render_window`: RGB [M, 3, W, W] (zero outside the window)
     and mask [M, 1, W, W] (float {0, 1})."""
     m = objects.shape[0]
-    rgb = torch.zeros(m, image_size, image_size, 3, device=objects.device)
-    mask = torch.zeros(m, image_size, image_size, dtype=torch.bool, device=objects.device)
+    rgb = torch.zeros(m * image_size * image_size, 3, device=objects.device)
+    mask = torch.zeros(m * image_size * image_size, device=objects.device)
     if m:
         ox, oy, win_rgb, win_mask = render_window(objects, object_hw, boxes, image_size)
-        b, r, c = _window_index(ox, oy, win_mask.shape[-1])
-        rgb[b, r, c] = win_rgb.permute(0, 2, 3, 1)
-        mask[b, r, c] = win_mask
-    return rgb.permute(0, 3, 1, 2), mask[:, None].float()
+        lin = _window_index(ox, oy, win_mask.shape[-1], image_size)
+        rgb.index_copy_(0, lin, win_rgb.permute(0, 2, 3, 1).reshape(-1, 3))
+        mask.index_copy_(0, lin, win_mask.reshape(-1).float())
+    rgb = rgb.view(m, image_size, image_size, 3).permute(0, 3, 1, 2).contiguous()
+    return rgb, mask.view(m, 1, image_size, image_size)
 
 
 def compose(scenes: Tensor, objects: Tensor, object_hw: Tensor, boxes: Tensor, paste: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,18 +79,21 @@ def compose(scenes: Tensor, objects: Tensor, object_hw: Tensor, boxes: Tensor, p
     where the object would be). Returns float images [B, 3, W, W] in [0, 1] and masks [B, 1, W, W].
     """
     size = scenes.shape[-1]
-    images = scenes.permute(0, 2, 3, 1).float().div_(255.0)  # channels-last view for window indexing
-    masks = torch.zeros(images.shape[0], size, size, device=images.device)
+    batch = scenes.shape[0]
+    images = scenes.permute(0, 2, 3, 1).contiguous().float().div_(255.0)  # [B, W, W, 3] for window copies
+    masks = torch.zeros(batch * size * size, device=images.device)
     has = boxes[:, 0] >= 0
     if bool(has.any()):
         idx = torch.nonzero(has).squeeze(1)
-        if len(idx) == len(has):
+        if len(idx) == batch:
             ox, oy, rgb, mask = render_window(objects, object_hw, boxes, size)
         else:
             ox, oy, rgb, mask = render_window(objects[idx], object_hw[idx], boxes[idx], size)
-        b, r, c = _window_index(ox, oy, mask.shape[-1])
-        b = idx[b]
-        masks[b, r, c] = mask.float()
-        do = (mask & paste[idx].view(-1, 1, 1))[..., None]
-        images[b, r, c] = torch.where(do, rgb.permute(0, 2, 3, 1), images[b, r, c])
-    return images.permute(0, 3, 1, 2).contiguous(), masks[:, None]
+        lin = _window_index(ox, oy, mask.shape[-1], size, idx)
+        flat = images.view(-1, 3)
+        mask = mask.reshape(-1)
+        masks.index_copy_(0, lin, mask.float())
+        do = (mask & paste[idx].repeat_interleave(mask.shape[0] // len(idx)))[:, None]
+        new = torch.where(do, rgb.permute(0, 2, 3, 1).reshape(-1, 3), flat.index_select(0, lin))
+        flat.index_copy_(0, lin, new)
+    return images.permute(0, 3, 1, 2).contiguous(), masks.view(batch, 1, size, size)

@@ -94,15 +94,22 @@ class ImageStore:
             hw[none] = 1
         return scenes, objects, hw
 
-    def load_all(self, progress: bool = False) -> None:
-        """Decode everything now (e.g. before forking DataLoader workers)."""
+    def load_all(self, progress: bool = False, threads: int = 2) -> None:
+        """Decode everything now (e.g. before forking DataLoader workers), ``threads`` PNG decoders
+        at a time (PIL releases the GIL while decoding)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm import tqdm
 
-        pairs = [(s, i) for s in range(len(self.scene_classes)) for i in range(self.n)]
-        for s, i in tqdm(pairs, desc="scenes", disable=not progress, leave=False):
-            if not self.scene_ok[s, i]:
-                self._load_scene(s, i)
-        pairs = [(o, i) for o in range(len(self.object_classes)) for i in range(self.n)]
-        for o, i in tqdm(pairs, desc="objects", disable=not progress, leave=False):
-            if not self.object_ok[o, i]:
-                self._load_object(o, i)
+        jobs = [("scenes", s, i) for s in range(len(self.scene_classes)) for i in range(self.n)
+                if not self.scene_ok[s, i]]
+        jobs += [("objects", o, i) for o in range(len(self.object_classes)) for i in range(self.n)
+                 if not self.object_ok[o, i]]
+
+        def load(job: tuple[str, int, int]) -> None:
+            kind, c, i = job
+            (self._load_scene if kind == "scenes" else self._load_object)(c, i)
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            for _ in tqdm(pool.map(load, jobs), total=len(jobs), desc="decode", disable=not progress, leave=False):
+                pass

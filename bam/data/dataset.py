@@ -140,9 +140,9 @@ class BamData:
             frame = frame[frame["split"] == split]
         return BamSubset(self, name, split, frame)
 
-    def preload(self, progress: bool = False) -> None:
+    def preload(self, progress: bool = False, threads: int = 2) -> None:
         """Decode every image into memory now (e.g. before forking DataLoader workers)."""
-        self.store.load_all(progress)
+        self.store.load_all(progress, threads)
 
 
 def open_dataset(root: str | os.PathLike[str]) -> BamData:

@@ -21,7 +21,8 @@ from bam.methods._batching import chunks
 RowMaker = Callable[[int, slice], Tensor]
 
 
-def target_logit_grad(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_batch: int = 0) -> tuple[Tensor, Tensor]:
+def target_logit_grad(model: torch.nn.Module, inputs: Tensor, target: Tensor,
+                      micro_batch: int = 0) -> tuple[Tensor, Tensor]:
     """Return (d logit[target] / d inputs, target logits) for a batch, micro-batched if asked.
 
     Gradients of different rows are independent (eval mode), so summing the selected logits and

@@ -35,7 +35,8 @@ def gradcam_maps(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_b
     out = torch.empty((inputs.shape[0], 1, *inputs.shape[2:]), dtype=inputs.dtype, device=inputs.device)
     for sl in chunks(inputs.shape[0], micro_batch):
         with torch.enable_grad():
-            m = cam.attribute(inputs[sl].detach().requires_grad_(True), target=target[sl], relu_attributions=True, attr_dim_summation=True)
+            m = cam.attribute(inputs[sl].detach().requires_grad_(True), target=target[sl], relu_attributions=True,
+                              attr_dim_summation=True)
         m = F.interpolate(m.detach(), size=tuple(inputs.shape[2:]), mode="bilinear", align_corners=False)
         peak = m.flatten(1).amax(1).view(-1, 1, 1, 1)
         out[sl] = m / peak.clamp_min(torch.finfo(m.dtype).tiny)

@@ -22,7 +22,8 @@ from bam.methods._base import MethodInfo, register_method
 from bam.methods._batching import resolve_micro_batch
 from bam.methods._grad import level_grads, smoothgrad_noise
 
-SMILKOV = "Smilkov, Thorat, Kim, Viégas, Wattenberg. SmoothGrad: removing noise by adding noise. arXiv 1706.03825, 2017"
+SMILKOV = ("Smilkov, Thorat, Kim, Viégas, Wattenberg. SmoothGrad: removing noise by adding noise. "
+           "arXiv 1706.03825, 2017")
 
 
 def check_samples(samples: Any, noise_level: Any) -> tuple[int, float]:

@@ -85,7 +85,8 @@ def write_card(card: ModelCard, ckpt_dir: str | os.PathLike[str]) -> None:
 def save_weights(model: nn.Module, ckpt_dir: str | os.PathLike[str]) -> str:
     """Write ``model.safetensors`` (the full state dict) atomically; returns its sha256."""
     path = Path(ckpt_dir) / WEIGHTS_FILE
-    save_tensors(path, dict(model.state_dict()), metadata={"format": "pt", "bam_version": __version__})
+    # one metadata key only: safetensors orders several keys non-deterministically (hash changes)
+    save_tensors(path, dict(model.state_dict()), metadata={"format": "pt"})
     return sha256_file(path)
 
 

@@ -233,3 +233,14 @@ def test_open_dataset_errors(tmp_path: Path) -> None:
         open_dataset(tmp_path / "missing")
     with pytest.raises(BamError, match="no manifest.json"):
         open_dataset(tmp_path)
+
+
+def test_preload_gives_same_batches(tiny_build: Path) -> None:
+    lazy, eager = open_dataset(tiny_build), open_dataset(tiny_build)
+    eager.preload(threads=2)
+    assert bool(eager.store.scene_ok.all()) and bool(eager.store.object_ok.all())
+    idx = [5, 0, 17, 5]
+    for name in ("obj", "scene_only", "commonality-2"):
+        a, b = lazy.subset(name, None).load_batch(idx), eager.subset(name, None).load_batch(idx)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not bool(lazy.store.scene_ok.all())  # lazy: only what was asked for was decoded
