@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # CI regression gate for bam (see docs/ci.md).
 #
-#   tiny synthetic dataset -> brief, seeded CPU training of every model role the ci evaluation
-#   needs -> bam evaluate --config configs/eval/ci.yaml -> bam report -> bam compare against the
-#   committed baseline. Exit status: 0 = no regression, 1 = regression (or a row went missing),
+#   tiny synthetic dataset -> brief, seeded CPU training (baselines/ci_train.yaml) of every model
+#   role the ci evaluation needs -> bam evaluate --config configs/eval/ci.yaml -> bam report ->
+#   bam compare against the committed baseline. Exit status: 0 = no regression, 1 = regression (or a row went missing),
 #   2 = bad input / setup error. Everything is seeded and runs on CPU with one thread, so the same
 #   code on the same kind of machine reproduces the baseline exactly.
 #
 # Usage: scripts/ci_regression.sh [--work DIR] [--tolerance T] [--use-ci] [--update-baseline] [--fresh]
+#                                  [--with-invertible]
 #   --work DIR          where data, models and results go (default: runs/ci under the repository)
 #   --tolerance T       allowed absolute drop of a higher-is-better metric (default 0.05)
 #   --use-ci            measure drops from the baseline's CI low instead of its value
 #   --update-baseline   write the new results.csv over baselines/ci_results.csv instead of comparing
 #   --fresh             delete DIR first (otherwise finished steps are reused: bam resumes them)
+#   --with-invertible   also train iresnet obj/scene/scene_only models (slower) so that the
+#                       invertible methods are evaluated; their rows are NEW against a baseline
+#                       made without this flag (informational, not failing)
 # Environment: BAM (the bam executable; default: bam on PATH, else .venv/bin/bam),
-#   BAM_CI_TRAIN_CONFIG (default ci), BAM_CI_EVAL_CONFIG (default configs/eval/ci.yaml),
-#   BAM_CI_RECIPE (default tiny), BAM_CI_SEED (default 0), BAM_CI_BASELINE (default baselines/ci_results.csv).
+#   BAM_CI_TRAIN_CONFIG (default baselines/ci_train.yaml), BAM_CI_EVAL_CONFIG (default configs/eval/ci.yaml),
+#   BAM_CI_RECIPE (default tiny), BAM_CI_SEED (default 0), BAM_CI_BASELINE (default baselines/ci_results.csv),
+#   BAM_CI_IRESNET_EPOCHS (default 6: epochs of the optional iresnet models).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +29,7 @@ TOLERANCE=0.05
 USE_CI=--no-use-ci
 UPDATE=0
 FRESH=0
+INVERTIBLE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --work) WORK="$2"; shift 2 ;;
@@ -31,8 +37,9 @@ while [[ $# -gt 0 ]]; do
     --use-ci) USE_CI=--use-ci; shift ;;
     --update-baseline) UPDATE=1; shift ;;
     --fresh) FRESH=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "error: unknown argument '$1'; accepted: --work DIR, --tolerance T, --use-ci, --update-baseline, --fresh" >&2; exit 2 ;;
+    --with-invertible) INVERTIBLE=1; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "error: unknown argument '$1'; accepted: --work DIR, --tolerance T, --use-ci, --update-baseline, --fresh, --with-invertible" >&2; exit 2 ;;
   esac
 done
 
@@ -49,7 +56,7 @@ fi
 
 RECIPE="${BAM_CI_RECIPE:-tiny}"
 SEED="${BAM_CI_SEED:-0}"
-TRAIN_CONFIG="${BAM_CI_TRAIN_CONFIG:-ci}"
+TRAIN_CONFIG="${BAM_CI_TRAIN_CONFIG:-$ROOT/baselines/ci_train.yaml}"
 EVAL_CONFIG="${BAM_CI_EVAL_CONFIG:-$ROOT/configs/eval/ci.yaml}"
 BASELINE="${BAM_CI_BASELINE:-$ROOT/baselines/ci_results.csv}"
 
@@ -91,6 +98,18 @@ for role in "${ROLES[@]}"; do
   "$BAM" -q train --data "$DATA" --role "$role" --config "$TRAIN_CONFIG" --out "$MODELS/$role" \
     --seed "$SEED" --device cpu
 done
+
+if [[ "$INVERTIBLE" == 1 ]]; then
+  for role in obj scene scene_only; do
+    step "train iresnet-$role (config $TRAIN_CONFIG, ${BAM_CI_IRESNET_EPOCHS:-6} epochs)"
+    if [[ -f "$MODELS/iresnet-$role/card.json" ]]; then
+      echo "already trained: $MODELS/iresnet-$role"
+      continue
+    fi
+    "$BAM" -q train --data "$DATA" --role "$role" --arch iresnet --config "$TRAIN_CONFIG" \
+      --epochs "${BAM_CI_IRESNET_EPOCHS:-6}" --out "$MODELS/iresnet-$role" --seed "$SEED" --device cpu
+  done
+fi
 
 step "evaluate ($EVAL_CONFIG)"
 "$BAM" -q evaluate --data "$DATA" --models "$MODELS" --config "$EVAL_CONFIG" --out "$EVAL" \

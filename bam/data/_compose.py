@@ -39,7 +39,7 @@ def render_window(objects: Tensor, object_hw: Tensor, boxes: Tensor, image_size:
     window = int(boxes[:, 2:].max())
     ox = torch.minimum(boxes[:, 0], torch.full_like(boxes[:, 0], image_size - window))
     oy = torch.minimum(boxes[:, 1], torch.full_like(boxes[:, 1], image_size - window))
-    src = objects.float() / 255.0 if objects.dtype == torch.uint8 else objects.float()
+    src = objects.float().div_(255.0) if objects.dtype == torch.uint8 else objects.float()
     gx, in_x = _axis_grid(boxes[:, 0], boxes[:, 2], object_hw[:, 1], ox, window, padded)
     gy, in_y = _axis_grid(boxes[:, 1], boxes[:, 3], object_hw[:, 0], oy, window, padded)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
@@ -48,27 +48,28 @@ def render_window(objects: Tensor, object_hw: Tensor, boxes: Tensor, image_size:
     return ox, oy, out[:, :3], mask
 
 
-def _window_index(ox: Tensor, oy: Tensor, window: int, size: int, batch: Tensor | None = None) -> Tensor:
-    """Flat indices [M * L * L] of each item's L x L window in a [B, W, W] canvas (row-major)."""
+def _window_index(ox: Tensor, oy: Tensor, window: int, size: int, batch: Tensor, channels: int) -> Tensor:
+    """Flat indices [M, C, L, L] of each item's L x L window in a contiguous [B, C, W, W] tensor."""
     ar = torch.arange(window, device=ox.device)
-    b = torch.arange(ox.shape[0], device=ox.device) if batch is None else batch
-    lin = (b[:, None, None] * size + (oy[:, None] + ar)[:, :, None]) * size + (ox[:, None] + ar)[:, None, :]
-    return lin.reshape(-1)
+    pixel = (oy[:, None] + ar)[:, :, None] * size + (ox[:, None] + ar)[:, None, :]  # [M, L, L]
+    plane = batch[:, None] * channels + torch.arange(channels, device=ox.device)[None]  # [M, C]
+    return plane[:, :, None, None] * (size * size) + pixel[:, None]
 
 
 def render_objects(objects: Tensor, object_hw: Tensor, boxes: Tensor, image_size: int) -> tuple[Tensor, Tensor]:
     """Full-canvas version of :func:`render_window`: RGB [M, 3, W, W] (zero outside the window)
     and mask [M, 1, W, W] (float {0, 1})."""
     m = objects.shape[0]
-    rgb = torch.zeros(m * image_size * image_size, 3, device=objects.device)
-    mask = torch.zeros(m * image_size * image_size, device=objects.device)
+    rgb = torch.zeros(m, 3, image_size, image_size, device=objects.device)
+    mask = torch.zeros(m, 1, image_size, image_size, device=objects.device)
     if m:
         ox, oy, win_rgb, win_mask = render_window(objects, object_hw, boxes, image_size)
-        lin = _window_index(ox, oy, win_mask.shape[-1], image_size)
-        rgb.index_copy_(0, lin, win_rgb.permute(0, 2, 3, 1).reshape(-1, 3))
-        mask.index_copy_(0, lin, win_mask.reshape(-1).float())
-    rgb = rgb.view(m, image_size, image_size, 3).permute(0, 3, 1, 2).contiguous()
-    return rgb, mask.view(m, 1, image_size, image_size)
+        items = torch.arange(m, device=objects.device)
+        rgb.view(-1).index_copy_(0, _window_index(ox, oy, win_mask.shape[-1], image_size, items, 3).reshape(-1),
+                                 win_rgb.reshape(-1))
+        mask.view(-1).index_copy_(0, _window_index(ox, oy, win_mask.shape[-1], image_size, items, 1).reshape(-1),
+                                  win_mask.reshape(-1).float())
+    return rgb, mask
 
 
 def compose(scenes: Tensor, objects: Tensor, object_hw: Tensor, boxes: Tensor, paste: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,21 +80,20 @@ def compose(scenes: Tensor, objects: Tensor, object_hw: Tensor, boxes: Tensor, p
     where the object would be). Returns float images [B, 3, W, W] in [0, 1] and masks [B, 1, W, W].
     """
     size = scenes.shape[-1]
-    batch = scenes.shape[0]
-    images = scenes.permute(0, 2, 3, 1).contiguous().float().div_(255.0)  # [B, W, W, 3] for window copies
-    masks = torch.zeros(batch * size * size, device=images.device)
+    images = scenes.float().div_(255.0)
+    masks = torch.zeros(scenes.shape[0], 1, size, size, device=images.device)
     has = boxes[:, 0] >= 0
     if bool(has.any()):
         idx = torch.nonzero(has).squeeze(1)
-        if len(idx) == batch:
+        if len(idx) == scenes.shape[0]:
             ox, oy, rgb, mask = render_window(objects, object_hw, boxes, size)
         else:
             ox, oy, rgb, mask = render_window(objects[idx], object_hw[idx], boxes[idx], size)
-        lin = _window_index(ox, oy, mask.shape[-1], size, idx)
-        flat = images.view(-1, 3)
-        mask = mask.reshape(-1)
-        masks.index_copy_(0, lin, mask.float())
-        do = (mask & paste[idx].repeat_interleave(mask.shape[0] // len(idx)))[:, None]
-        new = torch.where(do, rgb.permute(0, 2, 3, 1).reshape(-1, 3), flat.index_select(0, lin))
-        flat.index_copy_(0, lin, new)
-    return images.permute(0, 3, 1, 2).contiguous(), masks.view(batch, 1, size, size)
+        window = mask.shape[-1]
+        masks.view(-1).index_copy_(0, _window_index(ox, oy, window, size, idx, 1).reshape(-1),
+                                   mask.reshape(-1).float())
+        lin = _window_index(ox, oy, window, size, idx, 3).reshape(-1)
+        do = (mask & paste[idx].view(-1, 1, 1))[:, None].expand(-1, 3, -1, -1).reshape(-1)
+        flat = images.view(-1)
+        flat.index_copy_(0, lin, torch.where(do, rgb.reshape(-1), flat.index_select(0, lin)))
+    return images, masks

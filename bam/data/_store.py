@@ -84,10 +84,11 @@ class ImageStore:
     def gather(self, scene_idx: Tensor, object_idx: Tensor, instance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 scenes [B,3,W,W], cut-outs [B,4,W,W] (zeros where object_idx < 0) and sizes [B,2]."""
         self.ensure(scene_idx, object_idx, instance)
-        scenes = self.scenes[scene_idx, instance]
-        safe = object_idx.clamp_min(0)
-        objects = self.objects[safe, instance]
-        hw = self.object_hw[safe, instance]
+        size = self.size
+        scenes = self.scenes.view(-1, 3, size, size).index_select(0, scene_idx * self.n + instance)
+        flat = object_idx.clamp_min(0) * self.n + instance
+        objects = self.objects.view(-1, 4, size, size).index_select(0, flat)
+        hw = self.object_hw.view(-1, 2).index_select(0, flat)
         none = object_idx < 0
         if bool(none.any()):
             objects[none] = 0

@@ -220,11 +220,12 @@ def _ranking(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) ->
         rows, classes, rank = [], [], 0
         for r in ranked.itertuples(index=False):
             ctrl = r.method in controls
-            if not ctrl:
+            ranked_row = not ctrl and math.isfinite(r.value)  # controls and undefined values get no rank
+            if ranked_row:
                 rank += 1
             reasons = parse_json_cell(r.excluded_reasons)
             rows.append([
-                "" if ctrl else str(rank), r.method + (" (control)" if ctrl else ""), _num(r.value),
+                str(rank) if ranked_row else "", r.method + (" (control)" if ctrl else ""), _num(r.value),
                 _num(r.ci_low), _num(r.ci_high), _num(r.n_used), _num(r.n_excluded),
                 _short(reasons) if reasons else "", _num(r.images_per_s, 2), _num(r.passes_per_image, 0),
                 _num(r.peak_memory_mb, 0), _short(parse_json_cell(r.method_params) or ""),

@@ -140,11 +140,17 @@ def test_heatmap_normalisation_known_answers() -> None:
 
 
 def test_minimal_results_dir_and_errors(tmp_path: Path) -> None:
+    from PIL import Image
+
     write_results(tmp_path / "results.csv", [r for r in results_rows() if r["metric"] == "mcs"])
+    (tmp_path / "examples").mkdir()
+    Image.new("RGB", (4, 3), (255, 0, 0)).save(tmp_path / "examples" / "grid.png")
     res = CliRunner().invoke(cli, ["report", str(tmp_path), "-q"])
     assert res.exit_code == 0, res.output
     text = (tmp_path / "report.html").read_text()
-    assert "no RMCS curve rows" in text and "no records.csv" in text and "examples.safetensors" in text
+    assert "no RMCS curve rows" in text and "no records.csv" in text
+    png = (tmp_path / "examples" / "grid.png").read_bytes()
+    assert f'<img alt="grid.png" src="data:image/png;base64,{base64.b64encode(png).decode()}">' in text
     assert (tmp_path / "figures" / "ranking_mcs.png").read_bytes().startswith(PNG_MAGIC)
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "results directory not found" in res.stderr
