@@ -24,6 +24,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kw: Any) -> Ite
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
     try:
         with os.fdopen(fd, mode, **kw) as fh:
             yield fh
@@ -90,11 +93,23 @@ def save_png(path: str | os.PathLike[str], image: Any) -> None:
         image.save(fh, format="PNG", optimize=False)
 
 
+def _canonical_safetensors(blob: bytes) -> bytes:
+    """Rewrite a safetensors header with sorted keys (the library orders metadata per process)."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
 def save_tensors(path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
-    """Save a dict of tensors as safetensors atomically."""
+    """Save a dict of tensors as safetensors atomically, byte-identical for identical content."""
     from safetensors.torch import save
 
-    write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
+    blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    write_bytes(path, _canonical_safetensors(blob))
 
 
 def sha256_bytes(data: bytes) -> str:

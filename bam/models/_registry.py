@@ -45,6 +45,7 @@ def register_model(name: str, *, description: str = "",
     """Decorator: register a model factory (function or class) under ``name``; duplicates raise."""
 
     def deco(factory: ModelFactory) -> ModelFactory:
+        """Add ``factory`` to the registry."""
         doc = (factory.__doc__ or "").strip().splitlines()
         info = ArchInfo(name=name, description=description or (doc[0] if doc else ""),
                         supports_pretrained=supports_pretrained)

@@ -86,4 +86,5 @@ class InputWrapper(nn.Module):
         return self.net(self.preprocess(x))
 
     def extra_repr(self) -> str:
+        """Shown by ``print(model)``."""
         return f"image_size={self.image_size}, input_size={self.input_size}, normalization={self.normalization['name']}"

@@ -63,9 +63,11 @@ class _Batches(Dataset):
         self.sub = sub
 
     def __len__(self) -> int:
+        """Number of images in the subset."""
         return len(self.sub)
 
     def __getitem__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """One batch: (images, labels) for ``indices``."""
         images, labels, _ = self.sub.load_batch(list(indices))
         return images, torch.as_tensor(labels, dtype=torch.long)
 
@@ -89,6 +91,7 @@ class SplitLoader:
             self._fill(progress, desc)
 
     def _fill(self, progress: bool, desc: str) -> None:
+        """Decode the whole subset once into RAM."""
         from tqdm.auto import tqdm
 
         chunks, labels, exact = [], [], True

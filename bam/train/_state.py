@@ -38,6 +38,7 @@ def load_state(out_dir: Path) -> dict[str, Any]:
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved, now) for every differing setting, sorted by key."""
     out = []
     for key in sorted(set(saved) | set(now)):
         a, b = saved.get(key), now.get(key)

@@ -59,6 +59,7 @@ def dist_info() -> tuple[int, int]:
 
 
 def _barrier(world: int) -> None:
+    """Wait for all ranks (no-op without a process group)."""
     if world > 1:
         dist.barrier()
 
@@ -93,12 +94,14 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA when enabled, else a no-op context."""
     if config.amp and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def _prep(x: Tensor, config: TrainConfig, device: torch.device) -> Tensor:
+    """Move a batch to the device (channels_last on CUDA)."""
     x = x.to(device, non_blocking=True)
     if config.channels_last and device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -123,6 +126,7 @@ def accuracy(model: nn.Module, loader: SplitLoader, indices: list[int], config: 
 
 
 def _in_memory(config: TrainConfig, subs: list[Any], image_size: int) -> bool:
+    """Whether to decode the subsets into RAM (``cache``; auto = fits in ``cache_max_mb`` as uint8)."""
     if config.cache != "auto":
         return config.cache == "memory"
     mb = sum(len(s) for s in subs) * 3 * image_size * image_size / 2**20
@@ -154,6 +158,7 @@ def _probes(role: str, data: Any, config: TrainConfig, model: nn.Module, device:
 
 
 def _settings(config: TrainConfig, role: str, data: Any, world: int) -> dict[str, Any]:
+    """Everything a resumed run must share with the saved one."""
     return {**config.result_settings(), "role": role, "dataset_manifest_hash": data.manifest_hash,
             "world_size": world}
 
