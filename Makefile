@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(BAM) run --recipe synthetic --out $(OUT)
+	$(BAM) run --config synthetic --out $(OUT)
 
 test: venv
 	$(PY) -m pytest -m "not slow and not gpu" -q

@@ -46,6 +46,8 @@ class Recipe:
     scene_folders: Mapping[str, str] = field(default_factory=dict)
     #: a class whose unreadable/corrupt items exceed this fraction of those examined is an error
     max_corrupt_fraction: float = 0.05
+    #: synthetic source: objects are rotated uniformly in [-x, x] degrees (180 = any orientation)
+    synthetic_max_rotation: float = 180.0
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -93,7 +93,7 @@ def result_rows(runner: Runner, state: RunState, records: pd.DataFrame) -> pd.Da
                     "metric": v.metric, "k": "" if v.k is None else int(v.k), "value": _num(v.value),
                     "ci_low": _num(lo), "ci_high": _num(hi), "n_used": v.n_used, "n_excluded": v.n_excluded,
                     "excluded_reasons": json.dumps(dict(v.excluded), sort_keys=True),
-                    "direction": info.direction, "chance": _num(info.chance), "images_per_s": _num(ips, 3),
+                    "direction": "none" if v.k is not None else info.direction, "chance": _num(info.chance), "images_per_s": _num(ips, 3),
                     "passes_per_image": passes, "peak_memory_mb": _num(peak, 1), "seed": runner.seed,
                 })
     order = {m: i for i, m in enumerate(["mcs", "idr", "iir", "rmcs_curve", "rmcs"])}

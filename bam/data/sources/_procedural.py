@@ -99,14 +99,15 @@ def _colours(rng: np.random.Generator, n: int) -> Array:
     return rng.uniform(0.0, 1.0, size=(n, 1, 1, 3))
 
 
-def make_objects(rng: np.random.Generator, shape: str, n: int, size: int) -> list[Array]:
+def make_objects(rng: np.random.Generator, shape: str, n: int, size: int,
+                 max_rotation: float = 180.0) -> list[Array]:
     """``n`` RGBA cut-outs (uint8, alpha in {0, 255}) of one shape family, longer side <= ``size``.
 
-    Random per object: rotation (uniform angle), aspect ratio (0.6..1), fill (solid or a linear
+    Random per object: rotation (uniform in [-max_rotation, max_rotation] degrees), aspect ratio (0.6..1), fill (solid or a linear
     gradient between two random colours) and faint pixel noise. Each is cropped to its mask's box.
     """
     fn = SHAPES[shape]
-    theta = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+    theta = np.deg2rad(rng.uniform(-max_rotation, max_rotation, size=(n, 1, 1)))
     aspect = rng.uniform(0.6, 1.0, size=(n, 1, 1))
     c1, c2 = _colours(rng, n), _colours(rng, n)
     gradient = rng.random((n, 1, 1, 1)) < 0.5

@@ -47,7 +47,7 @@ class SyntheticSource:
             n = min(CHUNK, total - start)
             rng = np.random.default_rng(np.random.SeedSequence([seed, _KIND_ID[plan.kind], salt, chunk]))
             if plan.kind == "object":
-                images = make_objects(rng, plan.class_name, n, size)
+                images = make_objects(rng, plan.class_name, n, size, recipe.synthetic_max_rotation)
             else:
                 images = list(make_scenes(rng, plan.class_name, n, size))
             for k, img in enumerate(images):
