@@ -29,7 +29,8 @@ def test_builtin_recipes() -> None:
     assert (paper.image_size, paper.instances_per_class, paper.train_instances) == (128, 1000, 900)
     assert paper.scale_range() == (73, 90)  # 73..89 px for W = 128 (SPEC §2.3)
     syn = load_recipe("synthetic")
-    assert (len(syn.object_classes), len(syn.scene_classes), syn.image_size, syn.val_instances) == (10, 10, 64, 10)
+    assert (len(syn.object_classes), len(syn.scene_classes), syn.image_size, syn.val_instances) == (10, 10, 32, 30)
+    assert syn.synthetic_max_rotation == 20
     full = load_recipe("synthetic_full")
     assert (full.image_size, full.instances_per_class, full.val_instances) == (128, 1000, 100)
     assert load_recipe("tiny").image_size == 32
@@ -123,3 +124,15 @@ def test_compose_pastes_exactly_the_mask() -> None:
     assert torch.equal(images[0][:, ~masks[0, 0].bool()], base[0][:, ~masks[0, 0].bool()])
     assert masks[1].sum() == 400 and torch.equal(images[1], base[1])  # scene-only: mask, no paste
     assert masks[2].sum() == 0 and torch.equal(images[2], base[2])   # no object at all
+
+
+def test_synthetic_rotation_range() -> None:
+    """With no rotation a square (any aspect) is an axis-aligned rectangle: it fills its cut-out."""
+    import numpy as np
+
+    from bam.data.sources._procedural import make_objects
+
+    upright = make_objects(np.random.default_rng(0), "square", 6, 32, max_rotation=0.0)
+    assert all((cut[..., 3] == 255).all() for cut in upright)
+    turned = make_objects(np.random.default_rng(0), "square", 6, 32, max_rotation=180.0)
+    assert any((cut[..., 3] == 0).any() for cut in turned)
