@@ -21,7 +21,7 @@ class RunConfig:
     seed: int = 0
     train_config: str = "synthetic"
     commonality_config: str | None = "synthetic_commonality"
-    invertible_config: str | None = "synthetic_iresnet"
+    invertible_config: str | None = None
     eval_config: str = "default"
 
 

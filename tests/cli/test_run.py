@@ -1,0 +1,58 @@
+"""`bam run`: the training plan, stage validation, and build -> train on the tiny recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from bam.cli.main import cli
+from bam.cli.run import RunConfig, training_plan
+
+
+def test_training_plan_covers_every_role_the_metrics_need() -> None:
+    plan = training_plan(RunConfig(commonality_config="c", invertible_config="i"), num_scenes=3)
+    assert [p[0] for p in plan] == ["obj", "scene", "scene_only", "commonality-1", "commonality-2", "commonality-3",
+                                    "iresnet-obj", "iresnet-scene", "iresnet-scene_only"]
+    assert plan[-1] == ("iresnet-scene_only", "scene_only", "i") and plan[3] == ("commonality-1", "commonality-1", "c")
+    bare = training_plan(RunConfig(commonality_config=None, invertible_config=None), num_scenes=3)
+    assert [p[0] for p in bare] == ["obj", "scene", "scene_only"]
+
+
+def test_unknown_stage_is_a_one_line_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["run", "--out", str(tmp_path), "--stages", "build,deploy"])
+    assert res.exit_code == 2
+    assert "deploy" in res.output and "accepted: build, train, evaluate, report" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_unknown_run_config(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["run", "--config", "nope", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown run config 'nope'" in res.output and "synthetic" in res.output
+
+
+def test_build_and_train_stages_on_tiny(tmp_path: Path) -> None:
+    train = tmp_path / "train.yaml"
+    train.write_text(yaml.safe_dump({"arch": "small_resnet", "arch_kwargs": {"widths": [8, 8, 8]},
+                                     "epochs": 1, "batch_size": 32, "lr": 0.01}))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"recipe": "tiny", "seed": 3, "train_config": str(train),
+                                   "commonality_config": None, "invertible_config": None}))
+    out = tmp_path / "out"
+    args = ["-q", "run", "--config", str(cfg), "--out", str(out), "--stages", "build,train", "--device", "cpu"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert manifest["seed"] == 3
+    cards = {p.parent.name: json.loads(p.read_text()) for p in (out / "models").glob("*/card.json")}
+    assert sorted(cards) == ["obj", "scene", "scene_only"]
+    assert {c["role"] for c in cards.values()} == {"obj", "scene", "scene_only"}
+    assert all(c["seed"] == 3 for c in cards.values())
+    # every stage resumes: a second run finds everything done and changes nothing
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "run.yaml"}
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "run.yaml"}
+    assert before == after
