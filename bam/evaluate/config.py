@@ -55,11 +55,15 @@ class EvalConfig:
     iir_threshold: float = 0.1
     selection_seed: int = 0
     iir_patch: PatchConfig = field(default_factory=PatchConfig)
+    #: val composites attributed by every method for the report's heatmap gallery (0 = none)
+    examples: int = 4
     description: str = ""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise BamError(f"batch_size {self.batch_size} must be >= 1")
+        if self.examples < 0:
+            raise BamError(f"examples {self.examples} must be >= 0")
         if self.micro_batch is not None and self.micro_batch < 1:
             raise BamError(f"micro_batch {self.micro_batch} must be >= 1 or null")
         if self.bootstrap < 0 or not 0 < self.confidence < 1:

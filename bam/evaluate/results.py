@@ -159,6 +159,9 @@ def evaluate(data: Any, models: Sequence[ModelEntry], config: EvalConfig, out: s
     write_csv(out / "records.csv", records)
     write_csv(out / "results.csv", results)
     save_config(runner.config, out / "config.yaml")
+    from bam.evaluate.examples import write_examples
+
+    write_examples(runner, runner.config.examples)
     prov = provenance(runner, state, time.perf_counter() - t0)
     write_json(out / "provenance.json", prov)
     for p in sorted(state.failures):

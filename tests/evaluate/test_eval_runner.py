@@ -208,3 +208,26 @@ def test_predictions_shared_and_limit(data: FakeData, tmp_path: Path) -> None:
     # one prediction file per (model, input, chunk): obj 7 ids (2 chunks), scene 12 (3), scene_only 12 (3)
     assert len(preds) == 2 + 3 + 3
     assert torch.get_num_threads() >= 1
+
+
+def test_examples_file_for_the_report(data: FakeData, tmp_path: Path) -> None:
+    """examples.safetensors holds each method's attribution of fixed val composites, per model role."""
+    from bam.methods import attribute
+    from bam.report._cases import load_examples
+
+    run(data, tmp_path / "out", cfg("bamtest_weighted", "gradient", examples=3))
+    ex = load_examples(tmp_path / "out" / "examples.safetensors")
+    sub = data.subset("obj", split="val")
+    idx = [int(i) for i in np.linspace(0, len(sub) - 1, num=3).round()]
+    assert ex.image_ids == tuple(str(sub.table["image_id"].iloc[i]) for i in idx)
+    images, _, masks = sub.load_batch(idx)
+    assert np.array_equal(ex.images, images.numpy()) and np.array_equal(ex.masks, masks.numpy())
+    models = {e.card.role: e.model for e in make_models(data.manifest_hash)}
+    for role in ("obj", "scene"):
+        for method in ("bamtest_weighted", "gradient"):
+            target = models[role](images).argmax(1)
+            want = attribute(method, models[role], images, target).numpy()
+            assert np.allclose(ex.attrs[role][method], want, atol=1e-6)
+    # none configured: no file
+    run(data, tmp_path / "none", cfg("gradient", examples=0))
+    assert not (tmp_path / "none" / "examples.safetensors").exists()
