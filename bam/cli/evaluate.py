@@ -51,7 +51,7 @@ def _method_help() -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per chunk (one cache file per chunk); default: the config's.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Output directory: results.csv, records.csv, provenance.json, config.yaml, cache/.")
+              help="Output directory: results.csv, records.csv, provenance.json, config.yaml, examples.safetensors, cache/.")
 @seed_option()
 @device_option
 @common_options
