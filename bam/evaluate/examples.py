@@ -55,6 +55,7 @@ def write_examples(runner: Any, n: int) -> Path | None:
     old, old_meta = _previous(path, ids)
     tensors: dict[str, torch.Tensor] = {"images": images.cpu(), "masks": masks.cpu()}
     meta = {"image_ids": json.dumps(ids)}
+    targets: dict[str, torch.Tensor] = {}  # model sha256 -> predicted classes (one forward per model)
     for plan in runner.methods.values():
         for role in ROLES:
             entry = runner.by_family.get(plan.family, {}).get(role)
@@ -65,8 +66,10 @@ def write_examples(runner: Any, n: int) -> Path | None:
             if old_meta.get(key) == tag and key in old:
                 tensors[key], meta[key] = old[key], tag
                 continue
-            with torch.no_grad():
-                target = entry.model(images).argmax(1)
+            if entry.sha256 not in targets:
+                with torch.no_grad():
+                    targets[entry.sha256] = entry.model(images).argmax(1)
+            target = targets[entry.sha256]
             params = dict(plan.params)
             if runner.config.micro_batch:
                 params.setdefault("micro_batch", runner.config.micro_batch)

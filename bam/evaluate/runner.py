@@ -83,6 +83,7 @@ class Runner:
         self.metrics = plan_metrics(list(config.metrics) or list_metrics())
         self.active: dict[tuple[str, str], tuple[Need, ...]] = {}  # (family, metric) -> needs
         self.selected: dict[str, list[str]] = {}  # metric -> the val image ids it uses
+        self._subsets: dict[str, tuple[Any, dict[str, int]]] = {}  # subset -> (val split, id -> row)
         self._plan_feasible(explicit_metrics, explicit_methods, models_root)
 
     # ---------------------------------------------------------------- planning
@@ -219,10 +220,16 @@ class Runner:
                     continue
             self._collect(unit, ids, plan, preds, payload, unchanged)
 
+    def _val_subset(self, name: str) -> tuple[Any, dict[str, int]]:
+        """The val split of subset ``name`` and its image_id -> row map, built once per run."""
+        if name not in self._subsets:
+            sub = self.data.subset(name, split="val")
+            self._subsets[name] = (sub, {str(i): n for n, i in enumerate(sub.table["image_id"])})
+        return self._subsets[name]
+
     def _load(self, unit: Unit, ids: list[str], patch: PatchSet | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images, labels and masks of ``ids`` on the device (patched images for iir_patch)."""
-        sub = self.data.subset(unit.need.subset, split="val")
-        pos = {str(i): n for n, i in enumerate(sub.table["image_id"])}
+        sub, pos = self._val_subset(unit.need.subset)
         x, y, m = sub.load_batch([pos[i] for i in ids])
         if unit.need.input == "iir_patch":
             assert patch is not None

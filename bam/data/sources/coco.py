@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import io
 import math
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bam._io import sha256_file
+from bam._io import sha256_bytes, sha256_file
 from bam.data.recipe import Recipe
 from bam.data.sources import SOURCES, ClassPlan, Item, SourceInputs
 from bam.errors import BamError
@@ -121,5 +120,5 @@ class CocoSource:
             alpha = np.where(crop, 255, 0).astype(np.uint8)[..., None]
             rgba = np.concatenate([rgb[y0:y1, x0:x1], alpha], axis=-1)
             notes = (f"converted {mode} to RGB",) if mode != "RGB" else ()
-            yield Item(name, pixels=np.ascontiguousarray(rgba), source_sha256=hashlib.sha256(raw).hexdigest(),
+            yield Item(name, pixels=np.ascontiguousarray(rgba), source_sha256=sha256_bytes(raw),
                        notes=notes)

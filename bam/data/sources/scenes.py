@@ -9,7 +9,6 @@ the recipe. Files are taken in sorted name order; images not of size image_size 
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bam._io import sha256_bytes
 from bam.data.recipe import Recipe
 from bam.data.sources import SOURCES, ClassPlan, Item, SourceInputs
 from bam.errors import BamError
@@ -89,5 +89,5 @@ class SceneFolderSource:
                 yield Item(name, reason=f"corrupt image ({type(exc).__name__})", corrupt=True)
                 continue
             notes = (f"converted {mode} to RGB",) if mode != "RGB" else ()
-            yield Item(name, pixels=np.ascontiguousarray(rgb), source_sha256=hashlib.sha256(raw).hexdigest(),
+            yield Item(name, pixels=np.ascontiguousarray(rgb), source_sha256=sha256_bytes(raw),
                        notes=notes)
