@@ -4,12 +4,13 @@ Hook-based methods (guided backprop, DeepLIFT) only see ReLUs applied through ``
 modules: a functional ``F.relu`` would silently get a plain gradient. DeepLIFT also requires one
 module per call site (SPEC §5; a reused module is how torchvision ResNets defeat captum's
 ``DeepLift``, which stores one reference activation per module). This module runs one forward on
-one input row and counts both kinds of call, so methods can refuse such models with a clear error
-instead of returning wrong numbers.
+one input row (once per model and module tree: the result is cached) and counts both kinds of
+call, so methods can refuse such models with a clear error instead of returning wrong numbers.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -49,7 +50,30 @@ class ReluAudit:
         return sorted(name for name, n in self.module_calls.items() if n > 1)
 
 
+#: model -> (structure key, audit). The audit is a property of the model's code and modules, so it is
+#: reused while the module tree and the input shape stay the same (one forward per model, not per call).
+_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[object, ...], ReluAudit]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _structure_key(model: torch.nn.Module, inputs: Tensor) -> tuple[object, ...]:
+    """Identity of the module tree (modules and their ReLU settings) and of the per-row input shape."""
+    mods = tuple((id(m), type(m)) for m in model.modules())
+    return (*mods, tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
+
+
 def audit_relus(model: torch.nn.Module, inputs: Tensor) -> ReluAudit:
+    """Count the ReLU calls of one forward of ``model`` (cached per model and module tree)."""
+    key = _structure_key(model, inputs)
+    hit = _CACHE.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    audit = _run_audit(model, inputs)
+    _CACHE[model] = (key, audit)
+    return audit
+
+
+def _run_audit(model: torch.nn.Module, inputs: Tensor) -> ReluAudit:
     """Run ``model`` once on the first row of ``inputs`` and count ReLU calls (no gradients)."""
     counts: dict[str, int] = {}
     names = {id(m): name or "<root>" for name, m in model.named_modules() if isinstance(m, torch.nn.ReLU)}

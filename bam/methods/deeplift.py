@@ -2,14 +2,16 @@
 Propagating Activation Differences", ICML 2017), black baseline (constant image ``baseline`` in
 pixel space, 0 = black).
 
-The images and their (shared, constant) baseline go through the model as one batch [x_1 .. x_n; x']
-(n + 1 rows: one pass per image plus one per micro-batch). Forward hooks
-on the non-linear modules replace their backward by the DeepLIFT multipliers, computed from the
-differences Δ between each image row and the baseline row:
+The baseline image x' goes through the model once (one row, no gradient) and a tape records the
+input and output of every non-linear module call. The images then go through as they are (n rows:
+one pass per image); their non-linear modules back-propagate the DeepLIFT multipliers, computed
+from the differences Δ between each image row and the recorded baseline activations of the same call:
 
-* ReLU and other element-wise activations (Rescale): m = Δy / Δx (the derivative where |Δx| < eps);
+* ReLU and other element-wise activations (Rescale): m = Δy / Δx, the derivative where Δx = 0
+  (ReLU: in closed form, :class:`_ReluRescale`; others: where |Δx| < eps);
 * MaxPool2d: each window's Δy = y − y' is split as max(y, y') − y' to the arg-max of x and
-  y − max(y, y') to the arg-max of x', summed over overlapping windows, and divided by Δx.
+  y − max(y, y') to the arg-max of x', summed over overlapping windows, and divided by Δx (the
+  gradient where Δx = 0).
 
 Linear layers (convolutions, eval-mode batch norm, pooling by averaging, additions, resizing) keep
 their gradients, which are their exact multipliers, so Σ attributions = f_c(x) − f_c(x')
@@ -31,6 +33,7 @@ one-line error; the method never degrades to gradients silently.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -55,123 +58,222 @@ UNSUPPORTED = (nn.MaxPool1d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxP
 EPS = 1e-10
 
 
-def _split(t: Tensor) -> tuple[Tensor, Tensor]:
-    """Rows [x_1 .. x_n; x'] -> (the n images, the shared baseline row)."""
-    return t[:-1], t[-1:]
+class _Tape:
+    """Activations of the baseline row at every non-linear module call, replayed in call order."""
+
+    def __init__(self) -> None:
+        self.recording = True
+        self._calls: dict[int, list[tuple[Tensor, ...]]] = {}
+        self._cursor: dict[int, int] = {}
+        self._names: dict[int, str] = {}
+
+    def record(self, module: nn.Module, *tensors: Tensor) -> None:
+        """Keep the baseline's tensors (input, output, ...) of this call of ``module``."""
+        self._calls.setdefault(id(module), []).append(tuple(t.detach() for t in tensors))
+
+    def next(self, module: nn.Module) -> tuple[Tensor, ...]:
+        """The baseline's tensors for the current call of ``module`` on the images."""
+        key = id(module)
+        i = self._cursor.get(key, 0)
+        refs = self._calls.get(key, [])
+        if i >= len(refs):
+            raise BamError(f"method 'deeplift' cannot run on this model: {type(module).__name__} module "
+                           f"{self._names.get(key, '?')!r} runs more often on the images than on the baseline; "
+                           "accepted: models whose forward does not depend on the input values")
+        self._cursor[key] = i + 1
+        return refs[i]
+
+    def rewind(self) -> None:
+        """Start replaying from the first call (one image pass)."""
+        self._cursor.clear()
+
+    def check_replayed(self) -> None:
+        """Every recorded call was matched by the image pass (same control flow as the baseline)."""
+        for key, refs in self._calls.items():
+            if self._cursor.get(key, 0) != len(refs):
+                raise BamError(f"method 'deeplift' cannot run on this model: module {self._names.get(key, '?')!r} "
+                               "runs a different number of times on the images than on the baseline; "
+                               "accepted: models whose forward does not depend on the input values")
 
 
 class _Rescale(torch.autograd.Function):
-    """Output of an element-wise activation on [x; x']; backward = Rescale multipliers on the x rows."""
+    """Output of an element-wise activation on x; backward = Rescale multipliers against x'."""
 
     @staticmethod
-    def forward(ctx: Any, inp: Tensor, out: Tensor, module: nn.Module) -> Tensor:  # noqa: D102 - autograd API
-        ctx.save_for_backward(inp, out)
+    def forward(ctx: Any, inp: Tensor, out: Tensor, ref_in: Tensor, ref_out: Tensor,  # noqa: D102 - autograd API
+                module: nn.Module) -> Tensor:
+        ctx.save_for_backward(inp, out, ref_in, ref_out)
         ctx.module = module
-        return out.clone()
+        return out.clone()  # a copy: later in-place ops on the activation must not reach the saved one
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102 - autograd API
-        inp, out = ctx.saved_tensors
-        (x, x_ref), (y, y_ref) = _split(inp), _split(out)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102 - autograd API
+        x, y, x_ref, y_ref = ctx.saved_tensors
         dx = x - x_ref
-        small = dx.abs() < EPS
-        ratio = (y - y_ref).div_(dx)  # inf/nan where dx ~ 0: replaced below
-        if isinstance(ctx.module, nn.ReLU):
-            deriv = (x > 0).to(x.dtype)
-        else:
-            with torch.enable_grad():
-                xi = x.detach().requires_grad_(True)
-                (deriv,) = torch.autograd.grad(ctx.module.forward(xi).sum(), xi)  # no hooks
-        result = torch.empty_like(grad)
-        torch.mul(grad[:-1], torch.where(small, deriv, ratio), out=result[:-1])
-        result[-1:].zero_()
-        return result, None, None
+        ratio = torch.sub(y, y_ref).div_(dx)  # inf/nan where dx ~ 0: replaced below
+        with torch.enable_grad():
+            xi = x.detach().requires_grad_(True)
+            (deriv,) = torch.autograd.grad(ctx.module.forward(xi).sum(), xi)  # no hooks
+        return grad * torch.where(dx.abs() < EPS, deriv, ratio), None, None, None, None
+
+
+class _ReluRescale(torch.autograd.Function):
+    """Rescale rule for ReLU in closed form, without comparisons or selections on the image rows.
+
+    With r = x' (the baseline's input to this ReLU) the multiplier (relu(x) - relu(r)) / (x - r)
+    is, position by position, r / (r - min(x, 0)) where r > 0 and relu(x) / (relu(x) - r) where
+    r <= 0 (r = 0 moved to -tiny). Both forms are bit-identical to the ratio wherever x != r and
+    need no fallback where x == r (they give the gradient 1[x > 0] there). The branch on r is a
+    per-position constant: only the baseline row is compared, and the image rows take one clamp
+    with per-position bounds and five in-place arithmetic passes into two new buffers (on CPU,
+    fresh buffers and full-tensor ``torch.where``/comparisons cost more than the arithmetic).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, inp: Tensor, ref: Tensor) -> Tensor:  # noqa: D102 - autograd API
+        ctx.save_for_backward(inp, ref)
+        return inp.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102 - autograd API
+        x, r = ctx.saved_tensors
+        pos = (r > 0).to(r.dtype)  # the branch, per position (one row)
+        neg = 1 - pos
+        inf = torch.full_like(r, float("inf"))
+        r_low = torch.where(r == 0, -torch.finfo(r.dtype).tiny, r)
+        # w = min(x, 0) where r > 0, max(x, 0) elsewhere
+        w = torch.clamp(x, min=torch.where(pos > 0, -inf, 0.0), max=torch.where(pos > 0, 0.0, inf))
+        den = torch.addcmul(r * pos - r_low * neg, w, neg - pos)  # r - w  |  w - r_low
+        num = w.mul_(neg).add_(r * pos)  # r  |  relu(x)
+        return num.mul_(grad).div_(den), None
 
 
 class _MaxPoolRule(torch.autograd.Function):
-    """Output of a MaxPool2d on [x; x']; backward = DeepLIFT max-pool multipliers on the x rows."""
+    """MaxPool2d on x (computed here, with its arg-max); backward = DeepLIFT max-pool multipliers.
+
+    Each window's Δy = y − y' is split as max(y, y') − y' to the arg-max of x and y − max(y, y')
+    to the arg-max of x'; the max-pool backward scatters *and sums* over overlapping windows, and
+    the sum is divided by Δx. Where Δx = 0 both parts are 0 and the gradient is kept instead.
+    """
 
     @staticmethod
-    def forward(ctx: Any, inp: Tensor, out: Tensor, module: nn.MaxPool2d) -> Tensor:  # noqa: D102 - autograd API
-        ctx.save_for_backward(inp, out)
-        ctx.module = module
-        return out.clone()
+    def forward(ctx: Any, inp: Tensor, ref_in: Tensor, ref_out: Tensor, ref_idx: Tensor,  # noqa: D102 - autograd API
+                module: nn.MaxPool2d) -> Tensor:
+        ctx.args = _pool_args(module)
+        out, idx = F.max_pool2d(inp, *ctx.args, return_indices=True)
+        ctx.save_for_backward(inp, idx, ref_in, ref_out, ref_idx)  # not out: it may be modified in place later
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102 - autograd API
-        inp, out = ctx.saved_tensors
-        m: nn.MaxPool2d = ctx.module
-        k, st, pad, dil = (list(_pair(v)) for v in (m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation))
-        (x, x_ref), (y, y_ref) = _split(inp), _split(out)
-        n = x.shape[0]
-        g = grad[:-1]
-        y_max = torch.max(y, y_ref)
-        _, idx = F.max_pool2d(inp, k, st, pad, dil, m.ceil_mode, return_indices=True)
-        # Δ of each window: max(y, y') - y' to the arg-max of x, y - max(y, y') to the arg-max of x';
-        # the max-pool backward scatters *and sums* over overlapping windows.
-        weighted = torch.cat([g * (y_max - y_ref), g * (y - y_max)])
-        sources = torch.cat([x, x_ref.expand_as(x)])
-        indices = torch.cat([idx[:-1], idx[-1:].expand(n, *idx.shape[1:])])
-        spread = torch.ops.aten.max_pool2d_with_indices_backward(weighted, sources, k, st, pad, dil, m.ceil_mode,
-                                                                 indices)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102 - autograd API
+        x, idx, x_ref, y_ref, idx_ref = ctx.saved_tensors
+        y = x.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
+        y_max = torch.maximum(y, y_ref)
+
+        def scatter(w: Tensor, ind: Tensor) -> Tensor:
+            return torch.ops.aten.max_pool2d_with_indices_backward(w, x, *ctx.args, ind)
+
+        num = scatter(grad * (y_max - y_ref), idx)
+        num += scatter(grad * (y - y_max), idx_ref.expand_as(idx))
         dx = x - x_ref
-        small = dx.abs() < EPS
-        mult = (spread[:n] + spread[n:]) / torch.where(small, torch.ones_like(dx), dx)
-        if small.any():  # no difference flows through these inputs; keep the gradient there
-            with torch.enable_grad():
-                xi = x.detach().requires_grad_(True)
-                (plain,) = torch.autograd.grad(m.forward(xi), xi, g)  # no hooks
-            mult = torch.where(small, plain, mult)
-        return torch.cat([mult, torch.zeros_like(x_ref)]), None, None
+        zero = (dx == 0).to(dx.dtype)
+        num.addcmul_(zero, scatter(grad, idx))  # the gradient where Δx = 0 (num is 0 there)
+        return num.div_(dx.add_(zero)), None, None, None, None
 
 
-def _hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
-    """Forward hook: route the module's output through its DeepLIFT rule (input detached from it)."""
-    rule = _MaxPoolRule if isinstance(module, nn.MaxPool2d) else _Rescale
-    return rule.apply(args[0], output.detach(), module)
+def _pool_args(m: nn.MaxPool2d) -> tuple[Any, ...]:
+    """(kernel, stride, padding, dilation, ceil_mode) of a MaxPool2d, as F.max_pool2d takes them."""
+    return (list(_pair(m.kernel_size)), list(_pair(m.stride or m.kernel_size)), list(_pair(m.padding)),
+            list(_pair(m.dilation)), m.ceil_mode)
+
+
+def _hook(tape: _Tape, module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
+    """Forward hook of other activations: record the baseline's, or route the images' through the rule."""
+    if tape.recording:
+        tape.record(module, args[0], output)
+        return None
+    ref_in, ref_out = tape.next(module)
+    return _Rescale.apply(args[0], output.detach(), ref_in, ref_out, module)
+
+
+def _relu_forward(tape: _Tape, module: nn.ReLU, inp: Tensor) -> Tensor:
+    """Forward of a plain ``nn.ReLU`` inside :func:`deeplift_rules` (computes through the rule)."""
+    if tape.recording:
+        out = inp.clamp_min(0)
+        tape.record(module, inp)
+        return out
+    (ref_in,) = tape.next(module)
+    return _ReluRescale.apply(inp, ref_in)
+
+
+def _maxpool_forward(tape: _Tape, module: nn.MaxPool2d, inp: Tensor) -> Tensor:
+    """Forward of an ``nn.MaxPool2d`` inside :func:`deeplift_rules` (computes through the rule)."""
+    if tape.recording:
+        out, idx = F.max_pool2d(inp, *_pool_args(module), return_indices=True)
+        tape.record(module, inp, out, idx)
+        return out
+    return _MaxPoolRule.apply(inp, *tape.next(module), module)
 
 
 @contextlib.contextmanager
-def deeplift_rules(model: nn.Module) -> Iterator[None]:
+def deeplift_rules(model: nn.Module) -> Iterator[_Tape]:
     """Context in which the model's non-linear modules back-propagate DeepLIFT multipliers.
 
-    In-place activations are switched to out-of-place for the duration (the rule needs their input).
+    The yielded tape records while ``tape.recording`` (run the baseline then), and replays the
+    baseline's activations once it is switched off. In-place activations are made out-of-place for
+    the duration (the rule needs their input).
     """
-    bad = sorted({type(m).__name__ for m in model.modules() if isinstance(m, UNSUPPORTED)})
+    bad = sorted({type(m).__name__ for m in model.modules() if isinstance(m, UNSUPPORTED) or (
+        isinstance(m, nn.MaxPool2d) and (m.return_indices or type(m).forward is not nn.MaxPool2d.forward))})
     if bad:
         raise BamError(f"method 'deeplift' cannot run on {type(model).__name__}: it has {', '.join(bad)} "
-                       f"modules; accepted: ReLU-family activations, MaxPool2d and linear layers")
+                       f"modules; accepted: ReLU-family activations, plain MaxPool2d and linear layers")
+    tape = _Tape()
+    tape._names = {id(m): name or "<root>" for name, m in model.named_modules()}
     inplace = [m for m in model.modules() if getattr(m, "inplace", False) and isinstance(m, ELEMENTWISE)]
     for m in inplace:
         m.inplace = False
-    handles = [m.register_forward_hook(_hook) for m in model.modules() if isinstance(m, (*ELEMENTWISE, nn.MaxPool2d))]
+    # Plain nn.ReLU and nn.MaxPool2d modules compute through their rule (their forward is swapped
+    # for the duration: no second output, no copy); the other activations get a forward hook.
+    swapped = {m: functools.partial(_relu_forward, tape, m) for m in model.modules()
+               if type(m) is nn.ReLU and "forward" not in vars(m)}
+    swapped.update({m: functools.partial(_maxpool_forward, tape, m) for m in model.modules()
+                    if isinstance(m, nn.MaxPool2d) and "forward" not in vars(m)})
+    handles = [m.register_forward_hook(functools.partial(_hook, tape)) for m in model.modules()
+               if isinstance(m, ELEMENTWISE) and m not in swapped]
+    for m, fwd in swapped.items():
+        m.forward = fwd
     try:
-        yield
+        yield tape
     finally:
         for h in handles:
             h.remove()
+        for m in swapped:
+            del m.forward
         for m in inplace:
             m.inplace = True
 
 
-def deeplift_attributions(model: nn.Module, inputs: Tensor, baseline: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(attributions, summation-to-delta gap) for one micro-batch; the model's rules must be active.
+def deeplift_attributions(model: nn.Module, tape: _Tape, inputs: Tensor, baseline: Tensor, target: Tensor,
+                          ref_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(attributions, summation-to-delta gap) for one micro-batch inside :func:`deeplift_rules`.
 
-    ``baseline`` is one row [1, C, H, W] shared by all images: the batch is [x_1 .. x_n; x'].
+    ``baseline`` is one row [1, C, H, W]; ``ref_logits`` its logits, from the recording pass.
     """
-    n = inputs.shape[0]
-    z = torch.cat([inputs, baseline]).detach().requires_grad_(True)
+    tape.rewind()
+    z = inputs.detach().requires_grad_(True)
     with torch.enable_grad():
         out = model(z)
-        sel = out[:n].gather(1, target.view(-1, 1)).squeeze(1)
+        tape.check_replayed()
+        sel = out.gather(1, target.view(-1, 1)).squeeze(1)
         (g,) = torch.autograd.grad(sel.sum(), z)
-    attr = (inputs - baseline) * g[:n]
-    gap = attr.flatten(1).sum(1) - (sel - out[n, target]).detach()
+    attr = (inputs - baseline) * g
+    gap = attr.flatten(1).sum(1) - (sel.detach() - ref_logits[target])
     return attr.detach(), gap
 
 
 def _passes(params: Mapping[str, Any]) -> int:
-    """One row per image (the baseline row is shared by a whole micro-batch)."""
+    """One row per image (the baseline runs once per call, as one row without gradient)."""
     return 1
 
 
@@ -186,15 +288,17 @@ def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: floa
     if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
         raise BamError(f"baseline={baseline!r} is invalid; accepted: a pixel value (0 = black image)")
     require_relu_modules(model, inputs, "deeplift", once=True)
-    mb = max(1, resolve_micro_batch(model, inputs, micro_batch) - 1)  # + the shared baseline row
+    mb = resolve_micro_batch(model, inputs, micro_batch)
     attr = torch.empty_like(inputs)
     delta = torch.empty(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
+    base = torch.full_like(inputs[:1], float(baseline))
     try:
-        with deeplift_rules(model):
+        with deeplift_rules(model) as tape:
+            with torch.no_grad():
+                ref_logits = model(base)[0]
+            tape.recording = False
             for sl in chunks(inputs.shape[0], mb):
-                x = inputs[sl]
-                base = torch.full_like(x[:1], float(baseline))
-                attr[sl], delta[sl] = deeplift_attributions(model, x, base, target[sl])
+                attr[sl], delta[sl] = deeplift_attributions(model, tape, inputs[sl], base, target[sl], ref_logits)
     except RuntimeError as exc:
         if "modified by an inplace operation" not in str(exc):
             raise

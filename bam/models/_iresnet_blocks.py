@@ -8,7 +8,10 @@
   point iteration ``x <- y - g(x)``, run per image until the relative update is below ``tol``.
 * :class:`ActNorm2d`: per-channel affine ``(x + b) * exp(s)`` with data-dependent initialisation
   (Kingma & Dhariwal 2018). The "initialised" flag is a *buffer*, so it survives save/load.
-* :func:`squeeze` / :func:`unsqueeze`: space-to-depth 2x2 (bijective, channels x4).
+* :func:`squeeze` / :func:`unsqueeze`: space-to-depth 2x2 (bijective, channels x4), either a
+  permutation of the pixels (``"pixel"``) or the orthonormal 2x2 Haar transform of each block
+  (``"haar"``: mean, horizontal, vertical and diagonal detail; Mallat 1989, as in i-RevNet-style
+  wavelet downsampling). Both are exact bijections with orthogonal, self-adjoint inverses.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import Tensor, nn
 from bam.errors import choices_error
 
 ACTIVATIONS = ("elu", "lipswish")
+SQUEEZES = ("haar", "pixel")
 
 
 def _unit(t: Tensor) -> Tensor:
@@ -217,11 +221,33 @@ class ActNorm2d(nn.Module):
         return y * torch.exp(-self.logscale) - self.bias
 
 
-def squeeze(x: Tensor) -> Tensor:
-    """Space-to-depth 2x2: [N, C, H, W] -> [N, 4C, H/2, W/2] (a permutation of the entries)."""
-    return F.pixel_unshuffle(x, 2)
+def _haar_kernel(channels: int, like: Tensor) -> Tensor:
+    """[4C, 1, 2, 2] grouped kernel: per channel the 2x2 Haar basis (mean, -|, -—, diagonal), orthonormal."""
+    basis = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, -1.0], [1.0, -1.0]],
+                          [[1.0, 1.0], [-1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]], dtype=like.dtype, device=like.device)
+    return (basis / 2).unsqueeze(1).repeat(channels, 1, 1, 1)
 
 
-def unsqueeze(z: Tensor) -> Tensor:
-    """Inverse of :func:`squeeze`."""
-    return F.pixel_shuffle(z, 2)
+def squeeze(x: Tensor, kind: str = "pixel") -> Tensor:
+    """Space-to-depth 2x2: [N, C, H, W] -> [N, 4C, H/2, W/2] (``kind``: ``"pixel"`` or ``"haar"``).
+
+    ``"pixel"`` permutes the entries (channel 4c + 2i + j holds pixel (i, j) of each block of
+    channel c). ``"haar"`` maps each 2x2 block of channel c to channels 4c..4c+3 = (sum, column
+    difference, row difference, diagonal difference) / 2: an orthogonal map, so the image-wide mean
+    colour, which the residual blocks cannot remove, stays in one channel of four per stage.
+    """
+    if kind == "pixel":
+        return F.pixel_unshuffle(x, 2)
+    if kind == "haar":
+        return F.conv2d(x, _haar_kernel(x.shape[1], x), stride=2, groups=x.shape[1])
+    raise choices_error("squeeze", kind, SQUEEZES)
+
+
+def unsqueeze(z: Tensor, kind: str = "pixel") -> Tensor:
+    """Inverse of :func:`squeeze` (the transpose: both kinds are orthogonal)."""
+    if kind == "pixel":
+        return F.pixel_shuffle(z, 2)
+    if kind == "haar":
+        c = z.shape[1] // 4
+        return F.conv_transpose2d(z, _haar_kernel(c, z), stride=2, groups=c)
+    raise choices_error("squeeze", kind, SQUEEZES)

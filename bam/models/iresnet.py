@@ -2,7 +2,8 @@
 Networks", ICML 2019), shaped for exact decision projection (Zhuang et al. 2019; SPEC §5.6).
 
 ``T`` (bijective): per-channel input normalisation (affine) -> for each stage: space-to-depth 2x2
-squeeze -> ActNorm -> invertible residual blocks ``x + g(x)`` with ``Lip(g) < 1``. No injective
+squeeze (Haar by default, see :func:`squeeze`) -> ActNorm -> invertible residual blocks
+``x + g(x)`` with ``Lip(g) < 1``. No injective
 zero padding: the 3 input channels become 12, 48, 192, ... by squeezing alone, so ``T`` is a
 bijection of R^(3*H*W). The head is affine: eval-mode BatchNorm -> global average pool -> linear,
 so ``logits = A @ flatten(T(x)) + b`` exactly (:meth:`IResNet.affine_head`).
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bam.errors import BamError, choices_error
-from bam.models._iresnet_blocks import ACTIVATIONS, ActNorm2d, InvertibleBlock, squeeze, unsqueeze
+from bam.models._iresnet_blocks import ACTIVATIONS, SQUEEZES, ActNorm2d, InvertibleBlock, squeeze, unsqueeze
 from bam.models._registry import register_model
 from bam.models._wrap import resolve_normalization
 
@@ -25,15 +26,16 @@ class _Stage(nn.Module):
     """One resolution level: squeeze -> ActNorm (optional) -> invertible blocks."""
 
     def __init__(self, channels: int, hidden: int, hw: int, num_blocks: int, coeff: float, activation: str,
-                 actnorm: bool, n_power_iterations: int) -> None:
+                 actnorm: bool, n_power_iterations: int, squeeze_kind: str) -> None:
         super().__init__()
+        self.squeeze_kind = squeeze_kind
         self.norm = ActNorm2d(channels) if actnorm else None
         self.blocks = nn.ModuleList(
             InvertibleBlock(channels, hidden, hw, coeff, activation, n_power_iterations) for _ in range(num_blocks))
 
     def forward(self, x: Tensor) -> Tensor:
         """Squeeze, normalise, then the residual blocks."""
-        h = squeeze(x)
+        h = squeeze(x, self.squeeze_kind)
         if self.norm is not None:
             h = self.norm(h)
         for block in self.blocks:
@@ -47,7 +49,7 @@ class _Stage(nn.Module):
             h = block.inverse(h, max_iter=max_iter, tol=tol)
         if self.norm is not None:
             h = self.norm.inverse(h)
-        return unsqueeze(h)
+        return unsqueeze(h, self.squeeze_kind)
 
 
 @register_model("iresnet", description="Invertible ResNet (i-ResNet) with an affine head, for invertible projection")
@@ -62,7 +64,7 @@ class IResNet(nn.Module):
 
     def __init__(self, num_classes: int, image_size: int, input_size: int | None = None, *,
                  blocks: Sequence[int] = (2, 2, 2), hidden: Sequence[int] = (32, 64, 128), coeff: float = 0.9,
-                 activation: str = "elu", actnorm: bool = True, normalization: str = "centered",
+                 activation: str = "elu", actnorm: bool = True, squeeze: str = "haar", normalization: str = "centered",
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  n_power_iterations: int = 1, inverse_max_iter: int = 200, inverse_tol: float = 1e-6) -> None:
         super().__init__()
@@ -77,6 +79,8 @@ class IResNet(nn.Module):
             raise BamError(f"iresnet coeff {coeff} is invalid; accepted: 0 < coeff < 1 (Lipschitz bound per conv)")
         if activation not in ACTIVATIONS:
             raise choices_error("activation", activation, ACTIVATIONS)
+        if squeeze not in SQUEEZES:
+            raise choices_error("squeeze", squeeze, SQUEEZES)
         if image_size % (2 ** len(blocks)) != 0:
             raise BamError(f"iresnet image_size {image_size} is not divisible by 2**{len(blocks)} "
                            f"(one 2x2 squeeze per stage); accepted: a multiple of {2 ** len(blocks)}")
@@ -90,7 +94,7 @@ class IResNet(nn.Module):
         stages = []
         for nb, hid in zip(blocks, hidden):
             channels, hw = channels * 4, hw // 2
-            stages.append(_Stage(channels, hid, hw, nb, coeff, activation, actnorm, n_power_iterations))
+            stages.append(_Stage(channels, hid, hw, nb, coeff, activation, actnorm, n_power_iterations, squeeze))
         self.stages = nn.ModuleList(stages)
         self.feature_shape = (channels, hw, hw)
         self.head_norm = nn.BatchNorm2d(channels)

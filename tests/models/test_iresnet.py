@@ -136,6 +136,19 @@ def test_squeeze_is_a_permutation() -> None:
     assert torch.equal(unsqueeze(s), x)
 
 
+def test_haar_squeeze_is_orthogonal_and_known() -> None:
+    x = torch.randn(2, 3, 4, 6, dtype=torch.float64)
+    s = squeeze(x, "haar")
+    assert tuple(s.shape) == (2, 12, 2, 3)
+    torch.testing.assert_close(s.norm(), x.norm())  # orthogonal: norms kept
+    torch.testing.assert_close(unsqueeze(s, "haar"), x, atol=1e-12, rtol=0)
+    a, b, c, d = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
+    want = torch.stack([a + b + c + d, a - b + c - d, a + b - c - d, a - b - c + d], dim=2) / 2
+    torch.testing.assert_close(s, want.flatten(1, 2))  # channel 4c + k: Haar band k of channel c
+    with pytest.raises(BamError, match="squeeze"):
+        squeeze(x, "wavelet")
+
+
 def test_actnorm_data_init_and_flag_survives_reload() -> None:
     x = torch.randn(16, 5, 4, 4) * 3 + 2
     norm = ActNorm2d(5).train()
