@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -63,13 +64,15 @@ class _Tape:
 
     def __init__(self) -> None:
         self.recording = True
+        self.ref_logits: Tensor | None = None
         self._calls: dict[int, list[tuple[Tensor, ...]]] = {}
         self._cursor: dict[int, int] = {}
         self._names: dict[int, str] = {}
 
     def record(self, module: nn.Module, *tensors: Tensor) -> None:
-        """Keep the baseline's tensors (input, output, ...) of this call of ``module``."""
-        self._calls.setdefault(id(module), []).append(tuple(t.detach() for t in tensors))
+        """Keep copies of the baseline's tensors (input, output, ...) of this call of ``module``
+        (copies: one row each, safe from later in-place ops of the model)."""
+        self._calls.setdefault(id(module), []).append(tuple(t.detach().clone() for t in tensors))
 
     def next(self, module: nn.Module) -> tuple[Tensor, ...]:
         """The baseline's tensors for the current call of ``module`` on the images."""
@@ -216,19 +219,20 @@ def _maxpool_forward(tape: _Tape, module: nn.MaxPool2d, inp: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def deeplift_rules(model: nn.Module) -> Iterator[_Tape]:
+def deeplift_rules(model: nn.Module, tape: _Tape | None = None) -> Iterator[_Tape]:
     """Context in which the model's non-linear modules back-propagate DeepLIFT multipliers.
 
-    The yielded tape records while ``tape.recording`` (run the baseline then), and replays the
-    baseline's activations once it is switched off. In-place activations are made out-of-place for
-    the duration (the rule needs their input).
+    The yielded tape (new, or ``tape``: one recorded earlier on this model) records while
+    ``tape.recording`` (run the baseline then), and replays the baseline's activations once it is
+    switched off. In-place activations are made out-of-place for the duration (the rule needs their
+    input).
     """
     bad = sorted({type(m).__name__ for m in model.modules() if isinstance(m, UNSUPPORTED) or (
         isinstance(m, nn.MaxPool2d) and (m.return_indices or type(m).forward is not nn.MaxPool2d.forward))})
     if bad:
         raise BamError(f"method 'deeplift' cannot run on {type(model).__name__}: it has {', '.join(bad)} "
                        f"modules; accepted: ReLU-family activations, plain MaxPool2d and linear layers")
-    tape = _Tape()
+    tape = _Tape() if tape is None else tape
     tape._names = {id(m): name or "<root>" for name, m in model.named_modules()}
     inplace = [m for m in model.modules() if getattr(m, "inplace", False) and isinstance(m, ELEMENTWISE)]
     for m in inplace:
@@ -272,6 +276,41 @@ def deeplift_attributions(model: nn.Module, tape: _Tape, inputs: Tensor, baselin
     return attr.detach(), gap
 
 
+#: model -> (key, recorded tape): the baseline's activations depend only on the model's modules and
+#: tensors, its mode and the baseline, so repeated calls (an evaluation runs one per chunk) reuse them.
+_REFERENCES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[object, ...], _Tape]] = weakref.WeakKeyDictionary()
+
+
+_RAMPS: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _ramp(n: int, like: Tensor) -> Tensor:
+    """Weights 1..7919 cycling over positions, cached per device and dtype (grown as needed)."""
+    key = (like.device, like.dtype)
+    ramp = _RAMPS.get(key)
+    if ramp is None or ramp.numel() < n:
+        ramp = torch.arange(1, max(n, 1 << 16) + 1, device=like.device).remainder_(7919).add_(1).to(like.dtype)
+        _RAMPS[key] = ramp
+    return ramp[:n]
+
+
+def _fingerprint(tensors: list[Tensor]) -> tuple[float, ...]:
+    """Position-weighted sum of each tensor: changes with any edit of its values, ``.data`` edits and
+    permutations included (which the version counter misses); one pass over the weights, far less
+    than the baseline forward it saves."""
+    sums = [torch.dot(flat, _ramp(flat.numel(), flat)) if flat.is_floating_point() else flat.sum()
+            for flat in (t.detach().reshape(-1) for t in tensors)]
+    return tuple(torch.stack([v.double() for v in sums]).tolist()) if sums else ()
+
+
+def _reference_key(model: nn.Module, base: Tensor) -> tuple[object, ...]:
+    """Everything the recorded baseline activations depend on."""
+    tensors = [*model.parameters(), *model.buffers()]
+    ids = tuple((id(t), t.data_ptr(), t.dtype, tuple(t.shape)) for t in tensors)
+    modules = tuple((id(m), m.training) for m in model.modules())
+    return (float(base.flatten()[0]), tuple(base.shape), base.dtype, base.device, ids, modules, _fingerprint(tensors))
+
+
 def _passes(params: Mapping[str, Any]) -> int:
     """One row per image (the baseline runs once per call, as one row without gradient)."""
     return 1
@@ -292,13 +331,18 @@ def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: floa
     attr = torch.empty_like(inputs)
     delta = torch.empty(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
     base = torch.full_like(inputs[:1], float(baseline))
+    key = _reference_key(model, base)
+    cached = _REFERENCES.get(model)
+    tape = cached[1] if cached is not None and cached[0] == key else None
     try:
-        with deeplift_rules(model) as tape:
-            with torch.no_grad():
-                ref_logits = model(base)[0]
-            tape.recording = False
+        with deeplift_rules(model, tape) as tape:
+            if tape.recording:
+                with torch.no_grad():
+                    tape.ref_logits = model(base)[0]
+                tape.recording = False
+                _REFERENCES[model] = (key, tape)
             for sl in chunks(inputs.shape[0], mb):
-                attr[sl], delta[sl] = deeplift_attributions(model, tape, inputs[sl], base, target[sl], ref_logits)
+                attr[sl], delta[sl] = deeplift_attributions(model, tape, inputs[sl], base, target[sl], tape.ref_logits)
     except RuntimeError as exc:
         if "modified by an inplace operation" not in str(exc):
             raise

@@ -97,3 +97,23 @@ class _OwnPool(nn.MaxPool2d):
 def test_maxpool_variants_without_a_rule_are_refused(pool):
     with pytest.raises(BamError, match="plain MaxPool2d"):
         attribute("deeplift", _PoolNet(pool).eval(), torch.rand(2, 3, 8, 8), 0)
+
+
+def test_baseline_activations_are_reused_until_the_weights_change():
+    torch.manual_seed(0)
+    net = _PoolNet(nn.MaxPool2d(2)).eval()
+    rows: list[int] = []
+    net.conv.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    x, t = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    first = attribute("deeplift", net, x, t)
+    again = attribute("deeplift", net, x, t)
+    assert torch.equal(first, again)
+    assert rows.count(1) == 2  # the audit's one-row forward + one baseline pass, not one per call
+    with torch.no_grad():
+        net.conv.weight.data.copy_(net.conv.weight.data.flip(0))  # a .data edit: no version bump
+    edited = attribute("deeplift", net, x, t)
+    assert rows.count(1) == 3  # the baseline ran again
+    fresh = _PoolNet(nn.MaxPool2d(2)).eval()
+    fresh.load_state_dict(net.state_dict())
+    torch.testing.assert_close(edited, attribute("deeplift", fresh, x, t))
+    assert not torch.equal(edited, first)
