@@ -125,8 +125,9 @@ class _ReluRescale(torch.autograd.Function):
 
     With r = x' (the baseline's input to this ReLU) the multiplier (relu(x) - relu(r)) / (x - r)
     is, position by position, r / (r - min(x, 0)) where r > 0 and relu(x) / (relu(x) - r) where
-    r <= 0 (r = 0 moved to -tiny). Both forms are bit-identical to the ratio wherever x != r and
-    need no fallback where x == r (they give the gradient 1[x > 0] there). The branch on r is a
+    r <= 0 (r = 0 moved to -tiny, which changes nothing for |x| > 1e-30). Both forms are
+    bit-identical to the ratio wherever x != r and need no fallback where x == r (they give the
+    gradient 1[x > 0] there). The branch on r is a
     per-position constant: only the baseline row is compared, and the image rows take one clamp
     with per-position bounds and five in-place arithmetic passes into two new buffers (on CPU,
     fresh buffers and full-tensor ``torch.where``/comparisons cost more than the arithmetic).
