@@ -10,8 +10,8 @@
   (Kingma & Dhariwal 2018). The "initialised" flag is a *buffer*, so it survives save/load.
 * :func:`squeeze` / :func:`unsqueeze`: space-to-depth 2x2 (bijective, channels x4), either a
   permutation of the pixels (``"pixel"``) or the orthonormal 2x2 Haar transform of each block
-  (``"haar"``: mean, horizontal, vertical and diagonal detail; Mallat 1989, as in i-RevNet-style
-  wavelet downsampling). Both are exact bijections with orthogonal, self-adjoint inverses.
+  (``"haar"``: mean, column, row and diagonal differences; Mallat 1989). Both are orthogonal
+  bijections: the inverse is the transpose.
 """
 
 from __future__ import annotations
@@ -222,7 +222,8 @@ class ActNorm2d(nn.Module):
 
 
 def _haar_kernel(channels: int, like: Tensor) -> Tensor:
-    """[4C, 1, 2, 2] grouped kernel: per channel the 2x2 Haar basis (mean, -|, -—, diagonal), orthonormal."""
+    """[4C, 1, 2, 2] grouped kernel: per channel the orthonormal 2x2 Haar basis (sum, column, row and
+    diagonal differences, each / 2)."""
     basis = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, -1.0], [1.0, -1.0]],
                           [[1.0, 1.0], [-1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]], dtype=like.dtype, device=like.device)
     return (basis / 2).unsqueeze(1).repeat(channels, 1, 1, 1)

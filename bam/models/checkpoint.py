@@ -98,10 +98,22 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
             "invertible": bool(is_invertible(model))}
 
 
+#: Values of arch kwargs added after cards were first written: a card without the key was made
+#: with this value (``iresnet``'s ``squeeze`` was the pixel permutation before Haar became default).
+LEGACY_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {"iresnet": {"squeeze": "pixel"}}
+
+
+def recorded_arch_kwargs(model: nn.Module, arch_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``arch_kwargs`` plus the resolved values the model insists on recording
+    (``model.recorded_arch_kwargs``), so that a card never depends on a default that may change."""
+    return {**dict(arch_kwargs), **dict(getattr(model, "recorded_arch_kwargs", None) or {})}
+
+
 def save(model: nn.Module, ckpt_dir: str | os.PathLike[str], card: ModelCard) -> ModelCard:
     """Save weights and card; the returned card carries the weights' sha256 and model facts."""
     sha = save_weights(model, ckpt_dir)
-    card = dataclasses.replace(card, weights_sha256=sha, **describe_model(model))
+    card = dataclasses.replace(card, weights_sha256=sha, arch_kwargs=recorded_arch_kwargs(model, card.arch_kwargs),
+                               **describe_model(model))
     write_card(card, ckpt_dir)
     return card
 
@@ -109,8 +121,9 @@ def save(model: nn.Module, ckpt_dir: str | os.PathLike[str], card: ModelCard) ->
 def build_from_card(card: ModelCard) -> nn.Module:
     """An untrained model with the card's architecture (global RNG state is left untouched)."""
     with torch.random.fork_rng(devices=[]):
+        kwargs = {**LEGACY_ARCH_DEFAULTS.get(card.arch, {}), **dict(card.arch_kwargs)}
         return create_model(card.arch, num_classes=card.num_classes, image_size=card.image_size,
-                            input_size=card.input_size, **dict(card.arch_kwargs))
+                            input_size=card.input_size, **kwargs)
 
 
 def load(ckpt_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:

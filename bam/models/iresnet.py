@@ -90,6 +90,8 @@ class IResNet(nn.Module):
         self.register_buffer("mean", torch.tensor(m).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(s).view(1, 3, 1, 1), persistent=False)
         self.inverse_max_iter, self.inverse_tol = int(inverse_max_iter), float(inverse_tol)
+        #: written into model cards whatever the config said (the default changed from "pixel")
+        self.recorded_arch_kwargs = {"squeeze": squeeze}
         channels, hw = 3, int(image_size)
         stages = []
         for nb, hid in zip(blocks, hidden):

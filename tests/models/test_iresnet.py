@@ -267,3 +267,28 @@ def test_checkpoint_save_load_round_trip(trained: IResNet, tmp_path: Path) -> No
         assert torch.equal(loaded(x), trained(x))
         z = trained.features(x)
         assert torch.equal(loaded.inverse(z), trained.inverse(z))
+
+
+def test_card_records_the_squeeze_and_old_cards_load_as_pixel(tmp_path: Path) -> None:
+    """Haar became the default later: new cards always name the squeeze, cards without it are pixel."""
+    import dataclasses
+    import json
+
+    from bam.models import ModelCard, load, save
+
+    torch.manual_seed(0)
+    pixel = IResNet(num_classes=4, image_size=32, squeeze="pixel", **SMALL).eval()
+    card = save(pixel, tmp_path / "old", ModelCard(arch="iresnet", role="obj", num_classes=4, image_size=32,
+                                                   arch_kwargs=dict(SMALL)))
+    assert card.arch_kwargs["squeeze"] == "pixel"  # recorded although the config did not say
+    raw = json.loads((tmp_path / "old" / "card.json").read_text())
+    del raw["arch_kwargs"]["squeeze"]  # a card written before the option existed
+    (tmp_path / "old" / "card.json").write_text(json.dumps(raw))
+    loaded = load(tmp_path / "old")
+    assert loaded.recorded_arch_kwargs == {"squeeze": "pixel"}
+    x = _images(2, 32, seed=3)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pixel(x))
+    haar = save(IResNet(num_classes=4, image_size=32, **SMALL).eval(), tmp_path / "new",
+                dataclasses.replace(card, arch_kwargs=dict(SMALL)))
+    assert haar.arch_kwargs["squeeze"] == "haar"
