@@ -56,15 +56,14 @@ _CACHE: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[object, ...], Rel
     weakref.WeakKeyDictionary())
 
 
-def _structure_key(model: torch.nn.Module, inputs: Tensor) -> tuple[object, ...]:
-    """Identity of the module tree (modules and their ReLU settings) and of the per-row input shape."""
-    mods = tuple((id(m), type(m)) for m in model.modules())
-    return (*mods, tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
+def module_tree_key(model: torch.nn.Module) -> tuple[object, ...]:
+    """Identity of the module tree: each module's id, type and train/eval mode (for per-model caches)."""
+    return tuple((id(m), type(m), m.training) for m in model.modules())
 
 
 def audit_relus(model: torch.nn.Module, inputs: Tensor) -> ReluAudit:
     """Count the ReLU calls of one forward of ``model`` (cached per model and module tree)."""
-    key = _structure_key(model, inputs)
+    key = (module_tree_key(model), tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == key:
         return hit[1]

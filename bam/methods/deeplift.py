@@ -46,7 +46,7 @@ from torch.nn.modules.utils import _pair
 from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
-from bam.methods._relu_audit import require_relu_modules
+from bam.methods._relu_audit import module_tree_key, require_relu_modules
 
 SHRIKUMAR2017 = ("Shrikumar, Greenside, Kundaje. Learning Important Features Through Propagating Activation "
                  "Differences. ICML 2017")
@@ -62,12 +62,18 @@ EPS = 1e-10
 class _Tape:
     """Activations of the baseline row at every non-linear module call, replayed in call order."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.recording = True
-        self.ref_logits: Tensor | None = None
+        self.ref_logits = torch.empty(0)
         self._calls: dict[int, list[tuple[Tensor, ...]]] = {}
         self._cursor: dict[int, int] = {}
-        self._names: dict[int, str] = {}
+        self._names = {id(m): name or "<root>" for name, m in model.named_modules()}
+
+    def record_baseline(self, model: nn.Module, baseline: Tensor) -> None:
+        """Run the baseline row through ``model`` (rules active) to record it; then switch to replay."""
+        with torch.no_grad():
+            self.ref_logits = model(baseline)[0]
+        self.recording = False
 
     def record(self, module: nn.Module, *tensors: Tensor) -> None:
         """Keep copies of the baseline's tensors (input, output, ...) of this call of ``module``
@@ -141,12 +147,13 @@ class _ReluRescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102 - autograd API
         x, r = ctx.saved_tensors
-        pos = (r > 0).to(r.dtype)  # the branch, per position (one row)
+        above = r > 0  # the branch, per position (one row)
+        pos = above.to(r.dtype)
         neg = 1 - pos
-        inf = torch.full_like(r, float("inf"))
         r_low = torch.where(r == 0, -torch.finfo(r.dtype).tiny, r)
         # w = min(x, 0) where r > 0, max(x, 0) elsewhere
-        w = torch.clamp(x, min=torch.where(pos > 0, -inf, 0.0), max=torch.where(pos > 0, 0.0, inf))
+        inf = torch.full_like(r, float("inf"))
+        w = torch.clamp(x, min=torch.where(above, -inf, 0.0), max=torch.where(above, 0.0, inf))
         den = torch.addcmul(r * pos - r_low * neg, w, neg - pos)  # r - w  |  w - r_low
         num = w.mul_(neg).add_(r * pos)  # r  |  relu(x)
         return num.mul_(grad).div_(den), None
@@ -233,8 +240,7 @@ def deeplift_rules(model: nn.Module, tape: _Tape | None = None) -> Iterator[_Tap
     if bad:
         raise BamError(f"method 'deeplift' cannot run on {type(model).__name__}: it has {', '.join(bad)} "
                        f"modules; accepted: ReLU-family activations, plain MaxPool2d and linear layers")
-    tape = _Tape() if tape is None else tape
-    tape._names = {id(m): name or "<root>" for name, m in model.named_modules()}
+    tape = _Tape(model) if tape is None else tape
     inplace = [m for m in model.modules() if getattr(m, "inplace", False) and isinstance(m, ELEMENTWISE)]
     for m in inplace:
         m.inplace = False
@@ -259,11 +265,11 @@ def deeplift_rules(model: nn.Module, tape: _Tape | None = None) -> Iterator[_Tap
             m.inplace = True
 
 
-def deeplift_attributions(model: nn.Module, tape: _Tape, inputs: Tensor, baseline: Tensor, target: Tensor,
-                          ref_logits: Tensor) -> tuple[Tensor, Tensor]:
+def deeplift_attributions(model: nn.Module, tape: _Tape, inputs: Tensor, baseline: Tensor,
+                          target: Tensor) -> tuple[Tensor, Tensor]:
     """(attributions, summation-to-delta gap) for one micro-batch inside :func:`deeplift_rules`.
 
-    ``baseline`` is one row [1, C, H, W]; ``ref_logits`` its logits, from the recording pass.
+    ``baseline`` is one row [1, C, H, W], already recorded on ``tape`` (:meth:`_Tape.record_baseline`).
     """
     tape.rewind()
     z = inputs.detach().requires_grad_(True)
@@ -273,7 +279,7 @@ def deeplift_attributions(model: nn.Module, tape: _Tape, inputs: Tensor, baselin
         sel = out.gather(1, target.view(-1, 1)).squeeze(1)
         (g,) = torch.autograd.grad(sel.sum(), z)
     attr = (inputs - baseline) * g
-    gap = attr.flatten(1).sum(1) - (sel.detach() - ref_logits[target])
+    gap = attr.flatten(1).sum(1) - (sel.detach() - tape.ref_logits[target])
     return attr.detach(), gap
 
 
@@ -304,12 +310,12 @@ def _fingerprint(tensors: list[Tensor]) -> tuple[float, ...]:
     return tuple(torch.stack([v.double() for v in sums]).tolist()) if sums else ()
 
 
-def _reference_key(model: nn.Module, base: Tensor) -> tuple[object, ...]:
-    """Everything the recorded baseline activations depend on."""
+def _reference_key(model: nn.Module, baseline: float, like: Tensor) -> tuple[object, ...]:
+    """Everything the recorded baseline activations depend on (``like``: an input row)."""
     tensors = [*model.parameters(), *model.buffers()]
     ids = tuple((id(t), t.data_ptr(), t.dtype, tuple(t.shape)) for t in tensors)
-    modules = tuple((id(m), m.training) for m in model.modules())
-    return (float(base.flatten()[0]), tuple(base.shape), base.dtype, base.device, ids, modules, _fingerprint(tensors))
+    return (float(baseline), tuple(like.shape[1:]), like.dtype, like.device, module_tree_key(model), ids,
+            _fingerprint(tensors))
 
 
 def _passes(params: Mapping[str, Any]) -> int:
@@ -332,18 +338,15 @@ def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: floa
     attr = torch.empty_like(inputs)
     delta = torch.empty(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
     base = torch.full_like(inputs[:1], float(baseline))
-    key = _reference_key(model, base)
+    key = _reference_key(model, baseline, inputs)
     cached = _REFERENCES.get(model)
-    tape = cached[1] if cached is not None and cached[0] == key else None
     try:
-        with deeplift_rules(model, tape) as tape:
+        with deeplift_rules(model, cached[1] if cached is not None and cached[0] == key else None) as tape:
             if tape.recording:
-                with torch.no_grad():
-                    tape.ref_logits = model(base)[0]
-                tape.recording = False
+                tape.record_baseline(model, base)
                 _REFERENCES[model] = (key, tape)
             for sl in chunks(inputs.shape[0], mb):
-                attr[sl], delta[sl] = deeplift_attributions(model, tape, inputs[sl], base, target[sl], tape.ref_logits)
+                attr[sl], delta[sl] = deeplift_attributions(model, tape, inputs[sl], base, target[sl])
     except RuntimeError as exc:
         if "modified by an inplace operation" not in str(exc):
             raise

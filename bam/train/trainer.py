@@ -286,7 +286,8 @@ def _finish(config: TrainConfig, data: Any, out_dir: Path, role: str, model: nn.
     acc.update(_probes(role, data, config, model, dev, rank, world))
     recipe = getattr(data.recipe, "name", "") if getattr(data, "recipe", None) is not None else ""
     card = ModelCard(arch=config.arch, role=role, num_classes=num_classes, image_size=int(data.image_size),
-                     arch_kwargs=recorded_arch_kwargs(model, config.arch_kwargs), class_names=class_names, recipe=str(recipe),
+                     arch_kwargs=recorded_arch_kwargs(model, config.arch_kwargs), class_names=class_names,
+                     recipe=str(recipe),
                      dataset_manifest_hash=str(data.manifest_hash), seed=config.seed, accuracy=acc,
                      training_time_s=round(elapsed + time.perf_counter() - t0, 3), bam_version=__version__,
                      **describe_model(model))
