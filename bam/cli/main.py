@@ -58,7 +58,7 @@ class LazyGroup(click.Group):
             _fail("interrupted; re-run the same command to resume", 130)
         except OSError as exc:
             _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
-        except Exception as exc:  # noqa: BLE001 - last line of defence for the CLI
+        except Exception as exc:
             _fail(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)", 1)
 
 

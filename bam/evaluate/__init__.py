@@ -15,7 +15,18 @@ from bam.evaluate.results import COST_COLUMNS, RECORD_COLUMNS, RESULTS_COLUMNS, 
 from bam.evaluate.runner import DistInfo
 
 __all__ = [
-    "COST_COLUMNS", "DistInfo", "EvalConfig", "ModelEntry", "PatchConfig", "PatchSet", "RECORD_COLUMNS",
-    "RESULTS_COLUMNS", "RecordCache", "SCHEMA_VERSION", "bootstrap_ci", "build_patch_set", "evaluate",
+    "COST_COLUMNS",
+    "RECORD_COLUMNS",
+    "RESULTS_COLUMNS",
+    "SCHEMA_VERSION",
+    "DistInfo",
+    "EvalConfig",
+    "ModelEntry",
+    "PatchConfig",
+    "PatchSet",
+    "RecordCache",
+    "bootstrap_ci",
+    "build_patch_set",
+    "evaluate",
     "optimise_patch",
 ]

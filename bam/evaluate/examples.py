@@ -34,7 +34,7 @@ def _previous(path: Path, ids: list[str]) -> tuple[dict[str, torch.Tensor], dict
             meta = dict(fh.metadata() or {})
             if json.loads(meta.get("image_ids", "[]")) != ids:
                 return {}, {}
-            return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("attr/")}, meta
+            return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("attr/")}, meta  # noqa: SIM118 - safe_open is not iterable
     except (SafetensorError, OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s (%s); recomputing examples", path, str(exc).splitlines()[0])
         return {}, {}

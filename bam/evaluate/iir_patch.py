@@ -170,6 +170,6 @@ def _load(folder: Path, meta_want: dict[str, Any]) -> PatchSet | None:
 def patch_summary(ps: PatchSet) -> dict[str, Any]:
     """Aggregate records of a patch set for provenance.json."""
     t = ps.table
-    return {"n_images": int(len(t)), "n_unchanged": int(t["unchanged"].sum()),
+    return {"n_images": len(t), "n_unchanged": int(t["unchanged"].sum()),
             "mean_logit_change": float(np.mean(t["logit_change"])) if len(t) else None,
             "mean_delta_norm": float(np.mean(t["delta_norm"])) if len(t) else None}

@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-
 import pandas as pd
 import torch
 
@@ -65,7 +64,7 @@ def result_rows(runner: Runner, state: RunState, records: pd.DataFrame) -> pd.Da
     rows: list[dict[str, Any]] = []
     cfg = runner.config
     dataset = str(getattr(getattr(runner.data, "recipe", None), "name", "") or Path(str(runner.data.root)).name)
-    for (fam, metric), needs in runner.active.items():
+    for (fam, metric), _needs in runner.active.items():
         info = get_metric_info(metric)
         fn = METRICS.get(metric)
         roles = runner.by_family[fam]

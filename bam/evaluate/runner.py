@@ -25,8 +25,17 @@ from bam._io import hash_json
 from bam.errors import BamError
 from bam.evaluate._cache import RecordCache
 from bam.evaluate._plan import (
-    FAMILIES, MethodPlan, ModelEntry, Unit, check_manifest, metric_needs, missing_role_message, models_by_family,
-    plan_methods, plan_metrics, select_ids,
+    FAMILIES,
+    MethodPlan,
+    ModelEntry,
+    Unit,
+    check_manifest,
+    metric_needs,
+    missing_role_message,
+    models_by_family,
+    plan_methods,
+    plan_metrics,
+    select_ids,
 )
 from bam.evaluate.config import EvalConfig
 from bam.evaluate.iir_patch import PatchSet, build_patch_set, patch_summary
@@ -254,7 +263,7 @@ class Runner:
         self.state.method_calls += 1
         try:
             res = attribute_full(plan.name, unit.entry.model, x, target, **params)
-        except Exception as exc:  # noqa: BLE001 - a failing method is reported, not fatal
+        except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.warning("method %s failed on %s/%s (%d images): %s", plan.name, unit.need.role, unit.need.input,
                         len(ids), msg)

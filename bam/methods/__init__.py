@@ -12,20 +12,20 @@ with :func:`register_method` plus one import below; users add their own as
 
 from __future__ import annotations
 
-from bam.methods._base import METHODS, AttributionResult, MethodInfo, register_method
-from bam.methods._runner import attribute, attribute_full, get_info, list_methods, resolve_method, resolve_params
+from bam.methods import boundary as _boundary  # noqa: F401
+from bam.methods import controls as _controls  # noqa: F401
+from bam.methods import deeplift as _deeplift  # noqa: F401
+from bam.methods import feature_inversion as _feature_inversion  # noqa: F401
+from bam.methods import gradcam as _gradcam  # noqa: F401
 
 # Built-in methods: importing a module registers its methods.
-from bam.methods import gradient as _gradient  # noqa: F401,E402
-from bam.methods import smoothgrad as _smoothgrad  # noqa: F401,E402
-from bam.methods import integrated_gradients as _ig  # noqa: F401,E402
-from bam.methods import guided as _guided  # noqa: F401,E402
-from bam.methods import gradcam as _gradcam  # noqa: F401,E402
-from bam.methods import deeplift as _deeplift  # noqa: F401,E402
-from bam.methods import boundary as _boundary  # noqa: F401,E402
-from bam.methods import invertible as _invertible  # noqa: F401,E402
-from bam.methods import feature_inversion as _feature_inversion  # noqa: F401,E402
-from bam.methods import controls as _controls  # noqa: F401,E402
+from bam.methods import gradient as _gradient  # noqa: F401
+from bam.methods import guided as _guided  # noqa: F401
+from bam.methods import integrated_gradients as _ig  # noqa: F401
+from bam.methods import invertible as _invertible  # noqa: F401
+from bam.methods import smoothgrad as _smoothgrad  # noqa: F401
+from bam.methods._base import METHODS, AttributionResult, MethodInfo, register_method
+from bam.methods._runner import attribute, attribute_full, get_info, list_methods, resolve_method, resolve_params
 
 __all__ = [
     "METHODS",

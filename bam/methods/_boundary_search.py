@@ -29,6 +29,7 @@ whole batch in a fixed order, so results do not depend on ``micro_batch``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ class SearchConfig:
         """Normalise the grid to floats and validate every field (one-line BamError)."""
         eps = tuple(float(e) for e in self.epsilons)
         object.__setattr__(self, "epsilons", eps)
-        if not eps or any(not e > 0 for e in eps) or any(b <= a for a, b in zip(eps, eps[1:])):
+        if not eps or any(not e > 0 for e in eps) or any(b <= a for a, b in itertools.pairwise(eps)):
             raise BamError(f"bad epsilons {list(eps)}; accepted: a non-empty, strictly ascending list of positive "
                            "L2 radii in pixel units")
         for name, low in (("steps", 1), ("cw_steps", 1), ("cw_search_steps", 1), ("bisection_steps", 0),
@@ -357,7 +358,7 @@ def boundary_search(model: torch.nn.Module, inputs: Tensor, cfg: SearchConfig, *
             eps_used[take] = float("nan")
             found_by[take] = 2
     success = found_by > 0
-    if cfg.bisection_steps and not (cfg.cw == "all"):
+    if cfg.bisection_steps and cfg.cw != "all":
         idx = success.nonzero().squeeze(1)
         if idx.numel():
             best[idx] = _bisect(model, x[idx], best[idx], label[idx], cfg.bisection_steps, micro_batch)

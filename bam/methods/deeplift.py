@@ -109,14 +109,14 @@ class _Rescale(torch.autograd.Function):
     """Output of an element-wise activation on x; backward = Rescale multipliers against x'."""
 
     @staticmethod
-    def forward(ctx: Any, inp: Tensor, out: Tensor, ref_in: Tensor, ref_out: Tensor,  # noqa: D102 - autograd API
+    def forward(ctx: Any, inp: Tensor, out: Tensor, ref_in: Tensor, ref_out: Tensor,
                 module: nn.Module) -> Tensor:
         ctx.save_for_backward(inp, out, ref_in, ref_out)
         ctx.module = module
         return out.clone()  # a copy: later in-place ops on the activation must not reach the saved one
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102 - autograd API
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, x_ref, y_ref = ctx.saved_tensors
         dx = x - x_ref
         ratio = torch.sub(y, y_ref).div_(dx)  # inf/nan where dx ~ 0: replaced below
@@ -140,12 +140,12 @@ class _ReluRescale(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, inp: Tensor, ref: Tensor) -> Tensor:  # noqa: D102 - autograd API
+    def forward(ctx: Any, inp: Tensor, ref: Tensor) -> Tensor:
         ctx.save_for_backward(inp, ref)
         return inp.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102 - autograd API
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         x, r = ctx.saved_tensors
         above = r > 0  # the branch, per position (one row)
         pos = above.to(r.dtype)
@@ -168,7 +168,7 @@ class _MaxPoolRule(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, inp: Tensor, ref_in: Tensor, ref_out: Tensor, ref_idx: Tensor,  # noqa: D102 - autograd API
+    def forward(ctx: Any, inp: Tensor, ref_in: Tensor, ref_out: Tensor, ref_idx: Tensor,
                 module: nn.MaxPool2d) -> Tensor:
         ctx.args = _pool_args(module)
         out, idx = F.max_pool2d(inp, *ctx.args, return_indices=True)
@@ -176,7 +176,7 @@ class _MaxPoolRule(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102 - autograd API
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, idx, x_ref, y_ref, idx_ref = ctx.saved_tensors
         y = x.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
         y_max = torch.maximum(y, y_ref)

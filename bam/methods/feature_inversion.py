@@ -78,7 +78,7 @@ def _layer_forward(model: torch.nn.Module, layer: torch.nn.Module, x: Tensor,
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of a [N, C, H, W] batch (replicate padding, kernel radius 3·sigma)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()

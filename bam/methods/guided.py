@@ -31,11 +31,11 @@ class _PositiveGrad(torch.autograd.Function):
     """Identity forward (a copy, so later in-place ops are allowed); backward keeps grad > 0 only."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102 - autograd API
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         return x.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # noqa: D102 - autograd API
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         return grad.clamp(min=0)
 
 

@@ -76,7 +76,7 @@ class MetricValue:
     statistic: Callable[[np.ndarray], float]
     roles: tuple[str, ...] = ()
     k: int | None = None
-    curve: tuple["MetricValue", ...] = ()
+    curve: tuple[MetricValue, ...] = ()
 
     @property
     def n_excluded(self) -> int:

@@ -9,8 +9,8 @@ Built-in archs register on import: ``small_resnet`` (synthetic default), ``resne
 
 from __future__ import annotations
 
-import bam.models.iresnet  # noqa: F401  (registers "iresnet")
-import bam.models.resnet  # noqa: F401  (registers "resnet18", "resnet50")
+import bam.models.iresnet
+import bam.models.resnet
 import bam.models.small  # noqa: F401  (registers "small_resnet")
 from bam.models._registry import MODELS, ArchInfo, arch_info, create_model, list_models, register_model
 from bam.models.checkpoint import ModelCard, find_models, load, read_card, save

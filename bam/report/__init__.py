@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bam.report._schema import RESULTS_COLUMNS, SCHEMA_VERSION, read_records, read_results
 from bam.report.compare import Comparison, compare_frames, compare_results, format_table, summary_line
-from typing import Any
 
 _LAZY = {"CONTROL_METHODS", "ReportOutput", "build_report"}
 

@@ -100,8 +100,8 @@ def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float =
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise BamError(f"tolerance {tolerance!r} is invalid; accepted: a finite number >= 0")
     keys = list(KEY_COLUMNS)
-    left = baseline[keys + ["direction", "value", "ci_low", "ci_high", "manifest_hash"]]
-    right = new[keys + ["direction", "value", "manifest_hash"]]
+    left = baseline[[*keys, "direction", "value", "ci_low", "ci_high", "manifest_hash"]]
+    right = new[[*keys, "direction", "value", "manifest_hash"]]
     merged = left.merge(right, on=keys, how="outer", suffixes=("_b", "_n"), indicator=True, sort=False)
     rows = []
     for d in merged.to_dict("records"):

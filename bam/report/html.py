@@ -203,7 +203,7 @@ def _overview(results: pd.DataFrame, controls: frozenset[str]) -> str:
             row.append("; ".join(cells))
         rows.append(row)
         classes.append("control" if m in controls else "")
-    return _table(["method"] + metrics, rows, classes, numeric=set(range(1, len(metrics) + 1)))
+    return _table(["method", *metrics], rows, classes, numeric=set(range(1, len(metrics) + 1)))
 
 
 def _ranking(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) -> str:

@@ -30,7 +30,7 @@ def load_state(out_dir: Path) -> dict[str, Any]:
     path = out_dir / STATE_FILE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as exc:
         raise BamError(f"cannot read training state {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise BamError(f"training state {path} has an unknown format; delete it or use another --out")

@@ -29,8 +29,17 @@ from bam._io import sha256_file
 from bam.config import save_config
 from bam.errors import BamError
 from bam.models._registry import create_model
-from bam.models.checkpoint import (CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelCard, describe_model, read_card,
-                                   recorded_arch_kwargs, save_weights, write_card)
+from bam.models.checkpoint import (
+    CARD_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    describe_model,
+    read_card,
+    recorded_arch_kwargs,
+    save_weights,
+    write_card,
+)
 from bam.train._data import SplitLoader, augment, check_role, eval_batches, open_role_subset, train_batches
 from bam.train._state import check_resumable, save_state
 from bam.train.config import TrainConfig
@@ -74,7 +83,7 @@ def _mix(*values: int) -> int:
 
 def lr_at(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Learning rate at optimiser ``step``: linear warm-up, then cosine to zero (or constant)."""
-    warm = int(round(config.warmup_epochs * steps_per_epoch))
+    warm = round(config.warmup_epochs * steps_per_epoch)
     if step < warm:
         return config.lr * (step + 1) / warm
     if config.schedule == "constant":

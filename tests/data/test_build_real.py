@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data_helpers import REAL, invoke, write_recipe
 from PIL import Image
 from pycocotools.coco import COCO
 
-from _data_helpers import REAL, invoke, write_recipe
 from bam._io import sha256_file
 from bam.data import open_dataset
 
 
-def _build(recipe: Path, src: dict[str, Path], out: Path, *extra: str) -> "object":
+def _build(recipe: Path, src: dict[str, Path], out: Path, *extra: str) -> object:
     return invoke("build-data", "--recipe", str(recipe), "--out", str(out), "--coco-images", str(src["coco_images"]),
                   "--coco-annotations", str(src["coco_annotations"]), "--scenes", str(src["scenes"]), *extra)
 
@@ -38,7 +38,7 @@ def test_real_build(real_sources: Callable[..., dict[str, Path]], tmp_path: Path
     assert m["sources"]["objects"]["annotation_sha256"] == sha256_file(src["coco_annotations"])
     assert m["notes"]["objects"]["dog"] == {"converted L to RGB": 1}  # grayscale kept, converted
     # the dog cut-out is the largest DOG annotation (20x12), not the larger kite, with alpha = mask
-    first = [coco.imgs[i] for i in coco.getImgIds(catIds=[1])][0]
+    first = next(coco.imgs[i] for i in coco.getImgIds(catIds=[1]))
     cut = np.asarray(Image.open(tmp_path / "out" / "objects" / "dog" / "0000.png"))
     assert cut.shape == (12, 20, 4) and (cut[..., 3] == 255).all()
     orig = np.asarray(Image.open(src["coco_images"] / first["file_name"]).convert("RGB"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _data_helpers import TINY, invoke, write_recipe
 from PIL import Image
 
 import bam.data.build as build_mod
-from _data_helpers import TINY, invoke, write_recipe
 from bam.data import load_recipe, open_dataset
 from bam.data._subsets import commonality_order
 from bam.errors import BamError
@@ -96,7 +96,7 @@ def test_masks_equal_pasted_pixels(tiny_build: Path) -> None:
         assert cm[k].sum() == inside.sum()
     image, label, mask = comp[3]
     assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32) and label == int(comp.table["label"][3])
-    assert 0 <= float(image.min()) and float(image.max()) <= 1
+    assert float(image.min()) >= 0 and float(image.max()) <= 1
 
 
 def test_subset_contents(tiny_build: Path) -> None:
@@ -109,7 +109,7 @@ def test_subset_contents(tiny_build: Path) -> None:
     t = iir.table
     assert len(t) == 2 and set(t["scene"]) == {"stripes"} and set(t["object"]) == {"circle"}
     assert set(t["input"]) == {"scene_only"}
-    images, labels, masks = iir.load_batch([0, 1])
+    images, _labels, masks = iir.load_batch([0, 1])
     plain = data.subset("scene_only", "val")
     j = plain.table.index[plain.table["image_id"] == t["image_id"][0]][0]
     pi, _, pm = plain.load_batch([j])

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _data_helpers import TINY
 
 from bam.data import load_recipe
 from bam.data._compose import compose, render_objects
 from bam.data._placement import draw_placements
 from bam.errors import BamError
-
-from _data_helpers import TINY
 
 
 def test_builtin_recipes() -> None:

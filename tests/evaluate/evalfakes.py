@@ -28,7 +28,7 @@ def _rng(key: str) -> np.random.Generator:
 class FakeSubset:
     """One subset: a table and vectorised load_batch, pixels generated from the image id."""
 
-    def __init__(self, data: "FakeData", name: str, rows: list[dict[str, Any]], label_kind: str) -> None:
+    def __init__(self, data: FakeData, name: str, rows: list[dict[str, Any]], label_kind: str) -> None:
         self.data, self.name, self.label_kind = data, name, label_kind
         self.table = pd.DataFrame(rows)
         self.num_classes = len(OBJECTS) if label_kind == "object" else len(SCENES)

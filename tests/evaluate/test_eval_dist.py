@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch.multiprocessing as mp
+from evalfakes import CALLS, FakeData, dist_worker, make_models
 
 from bam.evaluate import COST_COLUMNS, EvalConfig, PatchConfig, evaluate
-from evalfakes import CALLS, FakeData, dist_worker, make_models
 
 METHODS = ("bamtest_weighted", "bamtest_noisy")
 

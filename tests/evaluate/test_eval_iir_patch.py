@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from evalfakes import FakeData, make_models
 
 from bam.evaluate import PatchConfig, build_patch_set, optimise_patch
-from evalfakes import FakeData, make_models
 
 
 class Linear(torch.nn.Module):

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from evalfakes import CALLS, FakeData, make_models
 
 from bam.errors import BamError
 from bam.evaluate import COST_COLUMNS, RESULTS_COLUMNS, EvalConfig, PatchConfig, evaluate
-from evalfakes import CALLS, FakeData, make_models
 
 FAST = PatchConfig(steps=3)
 
@@ -50,7 +50,7 @@ def test_mcs_known_answer_and_report_schema(data: FakeData, tmp_path: Path) -> N
     # slow reference: the obj model misreads instance 3 of every pair (see evalfakes), scene is always right
     models = {e.card.role: e.model for e in make_models(data.manifest_hash)}
     diffs = []
-    for sub_name, role in (("obj", "obj"),):
+    for sub_name, _role in (("obj", "obj"),):
         sub = data.subset(sub_name)
         for i in range(len(sub)):
             if int(sub.table.iloc[i]["instance"]) % 4 == 3:
@@ -142,7 +142,7 @@ def test_interrupted_run_resumes(data: FakeData, tmp_path: Path, monkeypatch: py
     original = evalfakes._weighted
     state = {"n": 0}
 
-    def flaky(model, inputs, target, **params):  # noqa: ANN001, ANN202
+    def flaky(model, inputs, target, **params):
         state["n"] += 1
         if state["n"] > 4:
             raise KeyboardInterrupt

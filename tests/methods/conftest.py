@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from method_nets import ConvNet, LinearNet
 
 

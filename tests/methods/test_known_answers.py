@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from method_nets import ConvNet, FunctionalReluNet, ReusedReluNet
 from torch import nn
 
 from bam.errors import BamError
 from bam.methods import attribute, attribute_full, get_info
-
-from method_nets import ConvNet, FunctionalReluNet, ReusedReluNet
 
 
 def _weight_rows(net: nn.Module, target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

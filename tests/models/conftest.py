@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _fake_data import FakeData  # noqa: E402
+from _fake_data import FakeData
 
 
 @pytest.fixture(scope="session")

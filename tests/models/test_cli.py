@@ -38,7 +38,7 @@ def test_train_then_list(tmp_path: Path, tiny_data_dir: Path, tiny_config: Path)
     assert model.card.role == "obj" and model(torch.rand(2, 3, 32, 32)).shape == (2, 3)
     res = CliRunner().invoke(cli, ["models", "list", str(tmp_path / "models")])
     assert res.exit_code == 0, res.output
-    header, rule, row = res.output.strip().splitlines()
+    header, _rule, row = res.output.strip().splitlines()
     assert header.split() == ["role", "arch", "invertible", "val", "acc", "probes", "dataset", "path"]
     assert row.split()[:3] == ["obj", "small_resnet", "no"]
     assert "val_scene_only" in row and model.card.dataset_manifest_hash[:12] in row and str(out) in row

@@ -32,7 +32,7 @@ def _train_steps(model: IResNet, steps: int = 4, size: int = 32, n: int = 8) -> 
     gen = torch.Generator().manual_seed(42)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for s in range(steps):
+    for _s in range(steps):
         x = torch.rand(n, 3, size, size, generator=gen)
         y = torch.randint(0, model.num_classes, (n,), generator=gen)
         loss = F.cross_entropy(model(x), y)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from _report_fixtures import results_rows
+from click.testing import CliRunner
 
 from bam.cli.main import cli
 from bam.errors import BamError
@@ -104,7 +104,7 @@ def test_missing_curve_point_and_new_rows_are_informational(make_results: Callab
     rows = results_rows()
     base = make_results("base.csv", rows=[r for r in rows if r["method"] != "edge"])
     no_k9 = [r for r in rows if r["k"] != 9]
-    code, out, _ = run(base, make_results("new.csv", rows=no_k9))
+    code, _out, _ = run(base, make_results("new.csv", rows=no_k9))
     assert code == 0  # edge rows are NEW, the k = 9 curve points are MISSING but informational
     cmp = compare_results(base, make_results("new.csv", rows=no_k9))
     assert cmp.counts()["NEW"] == 4 + 8 and cmp.counts()["MISSING"] == 4
@@ -186,7 +186,7 @@ def test_bad_csv_is_a_one_line_error(make_results: Callable[..., Path], tmp_path
     base = make_results("base.csv")
     bad = tmp_path / "bad.csv"
     mutate(pd.read_csv(base, dtype=str, keep_default_na=False)).to_csv(bad, index=False)
-    code, out, err = run(base, bad)
+    code, _out, err = run(base, bad)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert expect in err and str(bad) in err

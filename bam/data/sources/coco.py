@@ -111,8 +111,8 @@ class CocoSource:
             helper.imgs = {img["id"]: img}
             mask = helper.annToMask(ann).astype(bool)
             x, y, bw, bh = (float(v) for v in ann["bbox"])
-            x0, y0 = max(0, int(math.floor(x))), max(0, int(math.floor(y)))
-            x1, y1 = min(w, int(math.ceil(x + bw))), min(h, int(math.ceil(y + bh)))
+            x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
+            x1, y1 = min(w, math.ceil(x + bw)), min(h, math.ceil(y + bh))
             crop = mask[y0:y1, x0:x1]
             if crop.size == 0 or not crop.any():
                 yield Item(name, reason="empty mask inside the annotation bbox")
