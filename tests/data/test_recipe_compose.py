@@ -28,7 +28,8 @@ def test_builtin_recipes() -> None:
     assert (paper.image_size, paper.instances_per_class, paper.train_instances) == (128, 1000, 900)
     assert paper.scale_range() == (73, 90)  # 73..89 px for W = 128 (SPEC §2.3)
     syn = load_recipe("synthetic")
-    assert (len(syn.object_classes), len(syn.scene_classes), syn.image_size, syn.val_instances) == (10, 10, 32, 30)
+    assert (len(syn.object_classes), len(syn.scene_classes), syn.image_size, syn.val_instances) == (10, 10, 32, 100)
+    assert syn.instances_per_class == 400  # 300 train per class: the training set stays at 30,000 composites
     assert syn.synthetic_max_rotation == 20
     full = load_recipe("synthetic_full")
     assert (full.image_size, full.instances_per_class, full.val_instances) == (128, 1000, 100)
