@@ -104,12 +104,22 @@ def _canonical_safetensors(blob: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
-def save_tensors(path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
-    """Save a dict of tensors as safetensors atomically, byte-identical for identical content."""
+def tensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """A dict of tensors as safetensors bytes, byte-identical for identical content."""
     from safetensors.torch import save
 
     blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    write_bytes(path, _canonical_safetensors(blob))
+    return _canonical_safetensors(blob)
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Save a dict of tensors as safetensors atomically, byte-identical for identical content."""
+    write_bytes(path, tensors_bytes(tensors, metadata))
+
+
+def csv_bytes(frame: Any) -> bytes:
+    """A pandas DataFrame as the CSV bytes :func:`write_csv` writes."""
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
 def sha256_bytes(data: bytes) -> str:

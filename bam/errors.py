@@ -6,9 +6,14 @@ from collections.abc import Iterable
 
 
 class BamError(Exception):
-    """An error caused by bad input. The CLI prints its message on one line and exits 2."""
+    """An error caused by bad input. The CLI prints its message on one line and exits ``exit_code`` (2)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 def choices_error(kind: str, value: object, accepted: Iterable[str], hint: str = "") -> BamError:

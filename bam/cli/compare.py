@@ -40,6 +40,8 @@ def command(baseline: Path, new: Path, tolerance: float, use_ci: bool, allow_mis
 
     if tolerance < 0 or tolerance != tolerance:
         raise BamError(f"--tolerance {tolerance} is invalid; accepted: a number >= 0")
+    if out is not None and out.is_dir():
+        raise BamError(f"--out {out} is a directory; accepted: the path of a CSV file to write")
     cmp = compare_results(baseline, new, tolerance=tolerance, use_ci=use_ci, allow_missing=allow_missing)
     for note in cmp.notes:
         click.echo(note, err=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bam.cli._common import common_options, device_option, progress, seed_option
+from bam.cli._common import common_options, device_option, progress
 from bam.metrics import list_metrics
 
 
@@ -45,14 +45,16 @@ def _method_help() -> str:
 @click.option("--metric", "metrics", multiple=True, type=click.Choice(list_metrics()),
               help="Metric (repeatable; default: every metric).")
 @click.option("--config", "config_name", default="default", show_default=True,
-              help="Evaluation config: a name in configs/eval/ (paper, default, ci) or a path to a .yaml file.")
+              help="Evaluation config: a built-in name (paper, default, ci) or a path to a .yaml file.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use at most N val images per metric (overrides the config's `images`).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per chunk (one cache file per chunk); default: the config's.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Output directory: results.csv, records.csv, provenance.json, config.yaml, examples.safetensors, cache/.")
-@seed_option()
+              help="Output directory: results.csv, records.csv, provenance.json, config.yaml, "
+                   "examples.safetensors (one set, see outputs.json), cache/.")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the stochastic methods and the bootstrap (default: the config's seed).")
 @device_option
 @common_options
 def command(data_dir: Path, models_dir: Path, methods: tuple[str, ...], metrics: tuple[str, ...], config_name: str,
@@ -61,44 +63,32 @@ def command(data_dir: Path, models_dir: Path, methods: tuple[str, ...], metrics:
 
     Per-image records are cached in OUT/cache, so re-running reuses them and adding a method
     computes only that method. Under `torchrun --nproc_per_node N` images are sharded across ranks
-    and rank 0 writes the reports.
+    and rank 0 writes the reports. Exit status 1 when a method failed on every image (its rows are
+    empty; every other method's results are complete).
     """
-    import torch
-
-    from bam._device import resolve_device
+    from bam._dist import init_from_env
     from bam.config import load_config, resolve_named
-    from bam.data import open_dataset
-    from bam.evaluate import DistInfo, EvalConfig, evaluate
-    from bam.evaluate._plan import ModelEntry, needed_roles
-    from bam.models import find_models, load
-    from bam.train.trainer import dist_info, init_distributed_from_env
+    from bam.errors import BamError
+    from bam.evaluate import EvalConfig, evaluate_dir, wide_table
 
-    cfg_path = resolve_named(config_name, "configs/eval", "eval config")
-    overrides: dict[str, Any] = {"batch_size": batch_size}
+    overrides: dict[str, Any] = {"batch_size": batch_size, "seed": seed}
     if methods:
         overrides["methods"] = list(methods)
     if metrics:
         overrides["metrics"] = list(metrics)
     if limit is not None:
         overrides["images"] = {m: limit for m in list_metrics()}
-    config = load_config(EvalConfig, cfg_path, overrides)
-    init_distributed_from_env(os.environ, device)
-    rank, world = dist_info()
-    dev = resolve_device(device)
-    if world > 1 and dev.type == "cuda":
-        dev = torch.device("cuda", torch.cuda.current_device())
-    data = open_dataset(data_dir)
-    roles = needed_roles(config, len(data.scene_classes))
-    entries = [ModelEntry(load(path, dev), card, str(path)) for path, card in find_models(models_dir)
-               if card.role in roles]
-    result = evaluate(data, entries, config, out_dir, seed=seed, device=dev, progress=progress(),
-                      explicit_metrics=bool(metrics), explicit_methods=bool(methods),
-                      dist=DistInfo(rank, world), models_root=str(models_dir))
-    if rank != 0:
+    config = load_config(EvalConfig, resolve_named(config_name, "configs/eval", "eval config"), overrides)
+    init_from_env(os.environ, device)
+    res = evaluate_dir(data_dir, models_dir, config, out_dir, device=device, progress=progress())
+    if res is None:  # not rank 0
         return
-    table = result["results"]
-    main = table[table["metric"] != "rmcs_curve"]
-    if not main.empty:
-        wide = main.pivot_table(index="method", columns="metric", values="value", aggfunc="first", dropna=False)
-        click.echo(wide.to_string(float_format=lambda v: f"{v:.3f}"))
-    click.echo(f"wrote {out_dir / 'results.csv'} ({len(table)} rows), records.csv, provenance.json")
+    table = wide_table(res.results)
+    if table:
+        click.echo(table)
+    click.echo(f"wrote {out_dir / 'results.csv'} ({len(res.results)} rows), records.csv, provenance.json")
+    if res.failed_everywhere:
+        name, msg = next(iter(res.failed_everywhere.items()))
+        more = f" (and {len(res.failed_everywhere) - 1} more methods)" if len(res.failed_everywhere) > 1 else ""
+        raise BamError(f"method {name!r} failed on every image: {msg}{more}; its rows are empty, every other "
+                       f"method's results in {out_dir} are complete", exit_code=1)

@@ -16,7 +16,8 @@ from bam.errors import BamError
 
 #: name -> ("module:attribute", short help) of each subcommand (one module per subcommand).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build-data": ("bam.cli.build_data:command", "Build a BAM dataset (synthetic, paper COCO+MiniPlaces, or a recipe)."),
+    "build-data": ("bam.cli.build_data:command",
+                   "Build a BAM dataset (synthetic, paper COCO+MiniPlaces, or a recipe)."),
     "data": ("bam.cli.data:group", "Verify a built dataset or draw sample grids."),
     "train": ("bam.cli.train:command", "Train one model role (obj, scene, scene_only, commonality-K)."),
     "models": ("bam.cli.models:group", "List trained models and their model cards."),

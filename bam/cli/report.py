@@ -9,17 +9,6 @@ import click
 from bam.cli._common import common_options
 
 
-def _control_methods() -> frozenset[str]:
-    """Controls = methods of family "control" in the registry, plus the built-in ids."""
-    from bam.report.html import CONTROL_METHODS
-
-    try:
-        from bam.methods import get_info, list_methods
-    except ImportError:  # methods unavailable (e.g. a partial install): the built-in ids suffice
-        return CONTROL_METHODS
-    return CONTROL_METHODS | frozenset(n for n in list_methods() if get_info(n).family == "control")
-
-
 @click.command("report")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, show_default="RESULTS_DIR/report.html",
@@ -33,9 +22,10 @@ def command(results_dir: Path, out: Path | None, worst: int, title: str | None) 
 
     \b
     Reads results.csv (required), provenance.json, records.csv (worst cases) and
-    examples.safetensors or examples/*.png (heatmap gallery) when present.
+    examples.safetensors or examples/*.png (heatmap gallery) when present. Refuses a folder whose
+    output set is incomplete or mixed (outputs.json does not match its files).
     """
     from bam.report.html import build_report
 
-    res = build_report(results_dir, out=out, controls=_control_methods(), worst=worst, title=title)
+    res = build_report(results_dir, out=out, worst=worst, title=title)
     click.echo(f"report written to {res.html} ({len(res.figures)} figures in {res.html.parent / 'figures'})")

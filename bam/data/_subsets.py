@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bam.data.recipe import Recipe
+from bam.roles import commonality, commonality_roles
 
 COLUMNS = ["image_id", "object", "scene", "object_label", "scene_label", "label", "split", "instance",
            "x0", "y0", "w", "h", "input"]
@@ -87,11 +88,11 @@ def subset_tables(recipe: Recipe, placements: pd.DataFrame, n: int) -> dict[str,
     tables["iir_scene"] = _labelled(placements[common & (placements["scene"] == recipe.iir_scene)],
                                     "scene_label", "scene_only")
     for k in range(1, len(recipe.scene_classes) + 1):
-        tables[f"commonality-{k}"] = commonality_table(recipe, placements, k, n)
+        tables[commonality(k)] = commonality_table(recipe, placements, k, n)
     return tables
 
 
 def subset_names(num_scenes: int) -> list[str]:
     """All subset names of a dataset with ``num_scenes`` scene classes."""
     base = ["obj", "scene", "scene_only", "common_in_scene", "iir_scene"]
-    return base + [f"commonality-{k}" for k in range(1, num_scenes + 1)]
+    return base + list(commonality_roles(num_scenes))

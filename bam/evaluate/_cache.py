@@ -7,6 +7,7 @@ requested one is logged and ignored (the chunk is recomputed), never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -50,6 +51,21 @@ class RecordCache:
             return None
         self.hits += 1
         return doc["payload"]
+
+    def remove_stale_temps(self) -> int:
+        """Delete temp files left by an interrupted write (``.<name>.*.tmp``); returns how many.
+
+        Call it before any process of the run writes to the cache.
+        """
+        if not self.root.is_dir():
+            return 0
+        stale = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
+        for p in stale:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        if stale:
+            log.info("removed %d stale temp file(s) from %s", len(stale), self.root)
+        return len(stale)
 
     def put(self, kind: str, key: dict[str, Any], payload: dict[str, Any]) -> None:
         """Write ``payload`` for ``key`` atomically with its content hash."""

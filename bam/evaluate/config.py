@@ -36,11 +36,16 @@ class PatchConfig:
 class EvalConfig:
     """Resolved evaluation configuration (saved as OUT/config.yaml).
 
-    ``methods``/``metrics``: empty = every registered one. ``images``: metric -> number of val
-    images (null = all; the selection is a fixed seeded permutation of the val images, so a
-    smaller limit is a prefix of a larger one). ``method_params``: method -> parameter overrides
-    of its paper defaults. ``batch_size``: images per chunk (one cache file per chunk);
+    ``methods``/``metrics``: empty = every registered one; a metric named here must run (a missing
+    model role is then an error, not a skip). ``images``: metric -> number of val images (null =
+    all; the selection is a fixed seeded permutation of the val images, so a smaller limit is a
+    prefix of a larger one). ``method_params``: method -> parameter overrides of its paper defaults.
+    ``metric_params``: metric -> parameter overrides of its defaults (``bam.metrics`` MetricInfo,
+    e.g. ``iir: {threshold: 0.1}``). ``batch_size``: images per chunk (one cache file per chunk);
     ``micro_batch``: rows per forward/backward inside methods (null = the method's default).
+    ``seed``: seeds the stochastic methods and the bootstrap (``--seed`` overrides it).
+    Names in ``images``, ``method_params`` and ``metric_params`` are checked against the registries
+    when the evaluation is planned.
     """
 
     name: str = "default"
@@ -48,11 +53,12 @@ class EvalConfig:
     metrics: tuple[str, ...] = ()
     images: Mapping[str, Any] = field(default_factory=dict)
     method_params: Mapping[str, Any] = field(default_factory=dict)
+    metric_params: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 32
     micro_batch: int | None = None
     bootstrap: int = 1000
     confidence: float = 0.95
-    iir_threshold: float = 0.1
+    seed: int = 0
     selection_seed: int = 0
     iir_patch: PatchConfig = field(default_factory=PatchConfig)
     #: val composites attributed by every method for the report's heatmap gallery (0 = none)
@@ -71,9 +77,10 @@ class EvalConfig:
         for k, v in dict(self.images).items():
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise BamError(f"images.{k} = {v!r}; accepted: a positive integer or null (all)")
-        for k, v in dict(self.method_params).items():
-            if not isinstance(v, Mapping):
-                raise BamError(f"method_params.{k} = {v!r}; accepted: a mapping of parameter -> value")
+        for section in ("method_params", "metric_params"):
+            for k, v in dict(getattr(self, section)).items():
+                if not isinstance(v, Mapping):
+                    raise BamError(f"{section}.{k} = {v!r}; accepted: a mapping of parameter -> value")
 
     def image_limit(self, metric: str) -> int | None:
         """How many val images ``metric`` uses (None = all)."""
@@ -82,3 +89,7 @@ class EvalConfig:
     def params_for(self, method: str) -> dict[str, Any]:
         """Parameter overrides for ``method`` (may be empty)."""
         return dict(dict(self.method_params).get(method) or {})
+
+    def metric_params_for(self, metric: str) -> dict[str, Any]:
+        """Parameter overrides for ``metric`` (may be empty)."""
+        return dict(dict(self.metric_params).get(metric) or {})

@@ -1,26 +1,37 @@
 """Example heatmaps for the report: a few fixed val composites, every method, obj and scene models.
 
-Written to ``OUT/examples.safetensors`` (keys ``images``, ``masks``, ``attr/<method>/<role>``; read by
-:func:`bam.report._cases.load_examples`). Each attribution is tagged in the file's metadata with the
-model hash and method-parameter hash that produced it, so a re-run recomputes only what changed.
+Saved as ``examples.safetensors`` in the output set (keys ``images``, ``masks``,
+``attr/<method>/<role>``; read by :func:`bam.report._cases.load_examples`). Each attribution is
+tagged in the file's metadata with the model hash and method-parameter hash that produced it, so a
+re-run recomputes only what changed. A method that raises is recorded and left out, never fatal.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from bam._io import save_tensors
-from bam.errors import BamError
+from bam.evaluate.plan import EvalPlan
+from bam.roles import OBJ, SCENE
 
 log = logging.getLogger("bam.evaluate")
 
-ROLES = ("obj", "scene")
+ROLES = (OBJ, SCENE)
+EXAMPLES_FILE = "examples.safetensors"
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The tensors and metadata of an examples file, and the methods that failed on them."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    failures: dict[str, str]
 
 
 def _previous(path: Path, ids: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -34,52 +45,56 @@ def _previous(path: Path, ids: list[str]) -> tuple[dict[str, torch.Tensor], dict
             meta = dict(fh.metadata() or {})
             if json.loads(meta.get("image_ids", "[]")) != ids:
                 return {}, {}
-            return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("attr/")}, meta  # noqa: SIM118 - safe_open is not iterable
+            keys = [k for k in fh.keys() if k.startswith("attr/")]  # noqa: SIM118 - safe_open is not iterable
+            return {k: fh.get_tensor(k) for k in keys}, meta
     except (SafetensorError, OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s (%s); recomputing examples", path, str(exc).splitlines()[0])
         return {}, {}
 
 
-def write_examples(runner: Any, n: int) -> Path | None:
-    """Attribute ``n`` evenly spaced obj/val composites with every planned method on obj and scene models."""
+def examples(plan: EvalPlan, device: torch.device, previous: Path | None) -> Examples | None:
+    """Attribute ``config.examples`` evenly spaced obj/val composites with every planned method, obj and
+    scene models of the method's kind; attributions already in ``previous`` (same images, model and
+    parameters) are reused. None when no examples are configured."""
+    n = plan.config.examples
     if n <= 0:
         return None
     from bam.methods import attribute
 
-    sub = runner.data.subset("obj", split="val")
+    sub = plan.data.subset("obj", split="val")
     idx = sorted({int(i) for i in np.linspace(0, len(sub) - 1, num=min(n, len(sub))).round()})
     ids = [str(sub.table["image_id"].iloc[i]) for i in idx]
     images, _, masks = sub.load_batch(idx)
-    images = images.to(runner.device)
-    path = runner.out / "examples.safetensors"
-    old, old_meta = _previous(path, ids)
+    images = images.to(device)
+    old, old_meta = _previous(previous, ids) if previous is not None else ({}, {})
     tensors: dict[str, torch.Tensor] = {"images": images.cpu(), "masks": masks.cpu()}
     meta = {"image_ids": json.dumps(ids)}
+    failures: dict[str, str] = {}
     targets: dict[str, torch.Tensor] = {}  # model sha256 -> predicted classes (one forward per model)
-    for plan in runner.methods.values():
+    for method in plan.methods:
         for role in ROLES:
-            entry = runner.by_family.get(plan.family, {}).get(role)
+            entry = plan.models[method.kind].get(role)
             if entry is None:
                 continue
-            seed = runner.seed if plan.info.stochastic else ""  # like the record cache: seed only where it matters
-            key, tag = f"attr/{plan.name}/{role}", f"{entry.sha256}:{plan.params_hash}:{seed}"
+            seed = plan.seed if method.info.stochastic else ""  # like the record cache: seed only where it matters
+            key, tag = f"attr/{method.name}/{role}", f"{entry.sha256}:{method.params_hash}:{seed}"
             if old_meta.get(key) == tag and key in old:
                 tensors[key], meta[key] = old[key], tag
                 continue
             if entry.sha256 not in targets:
                 with torch.no_grad():
                     targets[entry.sha256] = entry.model(images).argmax(1)
-            target = targets[entry.sha256]
-            params = dict(plan.params)
-            if runner.config.micro_batch:
-                params.setdefault("micro_batch", runner.config.micro_batch)
-            if plan.info.stochastic:
-                params.setdefault("seed", runner.seed)
+            params = dict(method.params)
+            if plan.config.micro_batch:
+                params.setdefault("micro_batch", plan.config.micro_batch)
+            if method.info.stochastic:
+                params.setdefault("seed", plan.seed)
             try:
-                attr = attribute(plan.name, entry.model, images, target, **params)
-            except BamError as exc:
-                log.warning("examples: %s on the %s model failed: %s", plan.name, role, exc)
+                attr = attribute(method.name, entry.model, images, targets[entry.sha256], **params)
+            except Exception as exc:  # a failing method (a plug-in above all) is left out, never fatal
+                msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                log.warning("examples: %s on the %s model failed: %s", method.name, role, msg)
+                failures.setdefault(method.name, msg)
                 continue
             tensors[key], meta[key] = attr.float().cpu(), tag
-    save_tensors(path, tensors, metadata=meta)
-    return path
+    return Examples(tensors=tensors, metadata=meta, failures=failures)

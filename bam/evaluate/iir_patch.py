@@ -96,7 +96,8 @@ def _composite_rows(data: Any, ids: list[str]) -> list[int]:
     pos = {str(i): n for n, i in enumerate(table["image_id"].astype(str))}
     missing = [i for i in ids if i not in pos]
     if missing:
-        raise BamError(f"iir_scene image {missing[0]!r} has no composite in the obj val subset; the dataset is incomplete")
+        raise BamError(f"iir_scene image {missing[0]!r} has no composite in the obj val subset; "
+                       "the dataset is incomplete")
     return [pos[i] for i in ids]
 
 

@@ -25,7 +25,7 @@ from bam.methods import integrated_gradients as _ig  # noqa: F401
 from bam.methods import invertible as _invertible  # noqa: F401
 from bam.methods import smoothgrad as _smoothgrad  # noqa: F401
 from bam.methods._base import METHODS, AttributionResult, MethodInfo, register_method
-from bam.methods._runner import attribute, attribute_full, get_info, list_methods, resolve_method, resolve_params
+from bam.methods._call import attribute, attribute_full, get_info, list_methods, resolve_method, resolve_params
 
 __all__ = [
     "METHODS",

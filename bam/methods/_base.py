@@ -10,7 +10,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,7 +24,12 @@ CAPABILITIES = ("conv_layer", "invertible")
 
 
 def _one_pass(params: Mapping[str, Any]) -> int:
+    """One forward+backward per image."""
     return 1
+
+
+def _no_check(params: Mapping[str, Any]) -> None:
+    """Accept any parameters (the method validates them itself, if at all)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class MethodInfo:
     expands_batch: bool = False
     #: False for controls that never call the model
     uses_model: bool = True
+    #: validates resolved params (one-line BamError), called before any work is done
+    check: Callable[[Mapping[str, Any]], None] = _no_check
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -71,8 +78,9 @@ class AttributionResult:
             self.valid = torch.ones(self.attributions.shape[0], dtype=torch.bool, device=self.attributions.device)
 
 
-class MethodFn(Protocol):
-    def __call__(self, model: torch.nn.Module | None, inputs: Tensor, target: Tensor, **params: Any) -> Tensor | AttributionResult: ...
+#: A method: ``fn(model, inputs, target, **params) -> Tensor | AttributionResult`` (its keyword
+#: parameters are its own: MethodInfo.defaults lists them).
+MethodFn = Callable[..., "Tensor | AttributionResult"]
 
 
 METHODS: Registry[MethodFn] = Registry(

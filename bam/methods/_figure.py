@@ -6,24 +6,19 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from bam._io import atomic_open
 
 
 def display_maps(attributions: Tensor) -> Tensor:
-    """What the BAM metrics see (SPEC §4.1 steps 1-2): Σ_c max(E, 0), min-max to the 99th percentile, clipped.
+    """What the BAM metrics see (SPEC §4.1 steps 1-2, :func:`bam.metrics.normalise_maps`), [N, H, W] in [0, 1].
 
-    Returns [N, H, W] in [0, 1]; a constant map becomes all zeros and a failed (NaN) row stays NaN.
+    A map the metric cannot normalise (constant, or a failed NaN row) is NaN, drawn as "no map".
     """
-    m = attributions.clamp(min=0).sum(1)
-    flat = m.flatten(1)
-    lo = flat.amin(1)
-    hi = torch.quantile(flat, 0.99, dim=1)
-    span = (hi - lo).view(-1, 1, 1)
-    out = ((m - lo.view(-1, 1, 1)) / span.where(span > 0, torch.ones_like(span))).clamp(0, 1)
-    return out.where(span > 0, torch.zeros_like(out)).where(torch.isfinite(m), m)
+    from bam.metrics import normalise_maps, positive_map
+
+    return normalise_maps(positive_map(attributions.detach().float()))[0]
 
 
 def explanation_grid(out: str | os.PathLike[str], images: Tensor, masks: Tensor, maps: Mapping[str, Tensor],
@@ -49,7 +44,8 @@ def explanation_grid(out: str | os.PathLike[str], images: Tensor, masks: Tensor,
             ax.imshow(pix[i], interpolation="nearest")
             if heat is not None:
                 if np.isnan(heat).all():
-                    ax.text(0.5, 0.5, "failed", transform=ax.transAxes, ha="center", va="center", color="red")
+                    ax.text(0.5, 0.5, "no map\n(failed or constant)", transform=ax.transAxes, ha="center",
+                            va="center", color="red", fontsize=6)
                 else:
                     ax.imshow(heat, cmap=cmap, vmin=0.0, vmax=1.0, alpha=0.6, interpolation="nearest")
             if mask[i].any():

@@ -109,6 +109,13 @@ def _check_ig_steps(steps: Any) -> None:
         raise BamError(f"bad ig_steps {steps!r}; accepted: an integer >= 2")
 
 
+def _validate(params: Mapping[str, Any], with_ig: bool) -> None:
+    """Check the search (and BIG's path) parameters before any work."""
+    _search_config(params)
+    if with_ig:
+        _check_ig_steps(params["ig_steps"])
+
+
 def path_integrated_gradients(model: torch.nn.Module, inputs: Tensor, baselines: Tensor, target: Tensor,
                               steps: int, micro_batch: int) -> Tensor:
     """IG from per-image ``baselines`` to ``inputs`` (Sundararajan et al., ICML 2017).
@@ -142,6 +149,7 @@ def path_integrated_gradients(model: torch.nn.Module, inputs: Tensor, baselines:
 @register_method(MethodInfo(
     name="boundary_ig", title="Boundary integrated gradients (BIG)", paper=_PAPER, family="boundary",
     defaults={**_SEARCH_DEFAULTS, "ig_steps": 25}, stochastic=True, passes=_passes(True), expands_batch=True,
+    check=lambda p: _validate(p, with_ig=True),
     description="IG from the closest boundary point x' (L2 PGD over an epsilon grid in pixel-space L2 units = "
                 "the reference normalised-unit grid x 0.226, early exit, CW for failures, bisection) to x."))
 def boundary_ig(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0, seed: int = 0,
@@ -160,6 +168,7 @@ def boundary_ig(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro
 @register_method(MethodInfo(
     name="boundary_gradient", title="Boundary gradient (BG)", paper=_PAPER, family="boundary",
     defaults=dict(_SEARCH_DEFAULTS), stochastic=True, passes=_passes(False), expands_batch=True,
+    check=lambda p: _validate(p, with_ig=False),
     description="Gradient of the target logit at the closest boundary point x' (same search as boundary_ig)."))
 def boundary_gradient(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,
                       seed: int = 0, **params: Any) -> AttributionResult:

@@ -77,15 +77,20 @@ def centred_gaussian(height: int, width: int, sigma: float, like: Tensor) -> Ten
     return torch.exp(-r2 / (2 * s * s))
 
 
+def _check_sigma(sigma: Any) -> None:
+    """sigma is a positive fraction of the image side."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma <= 0:
+        raise BamError(f"sigma={sigma!r} is invalid; accepted: a number > 0 (fraction of the image side)")
+
+
 @register_method(MethodInfo(
     name="center", title="Centred Gaussian (control)", paper=ADEBAYO, family="control",
-    defaults={"sigma": 0.25}, passes=_no_pass, uses_model=False,
+    defaults={"sigma": 0.25}, passes=_no_pass, uses_model=False, check=lambda p: _check_sigma(p["sigma"]),
     description="Gaussian centred on the image, std = sigma * image side, same for every image and channel.",
 ))
 def center(model: torch.nn.Module | None, inputs: Tensor, target: Tensor, *, sigma: float = 0.25,
            micro_batch: int = 0) -> Tensor:
     """The same centred Gaussian for every image."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma <= 0:
-        raise BamError(f"sigma={sigma!r} is invalid; accepted: a number > 0 (fraction of the image side)")
+    _check_sigma(sigma)
     g = centred_gaussian(inputs.shape[2], inputs.shape[3], float(sigma), inputs)
     return g.expand_as(inputs).contiguous()

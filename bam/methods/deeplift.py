@@ -323,16 +323,21 @@ def _passes(params: Mapping[str, Any]) -> int:
     return 1
 
 
+def check_baseline(baseline: Any) -> None:
+    """The baseline is one pixel value (0 = black image)."""
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
+        raise BamError(f"baseline={baseline!r} is invalid; accepted: a pixel value (0 = black image)")
+
+
 @register_method(MethodInfo(
     name="deeplift", title="DeepLIFT (Rescale)", paper=SHRIKUMAR2017, family="gradient",
-    defaults={"baseline": 0.0}, passes=_passes,
+    defaults={"baseline": 0.0}, passes=_passes, check=lambda p: check_baseline(p["baseline"]),
     description="DeepLIFT Rescale rule (exact max-pool rule), black baseline; refuses reused or functional ReLUs.",
 ))
 def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: float = 0.0,
              micro_batch: int = 0) -> AttributionResult:
     """DeepLIFT-Rescale attributions of the target logit against a constant baseline image."""
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
-        raise BamError(f"baseline={baseline!r} is invalid; accepted: a pixel value (0 = black image)")
+    check_baseline(baseline)
     require_relu_modules(model, inputs, "deeplift", once=True)
     mb = resolve_micro_batch(model, inputs, micro_batch)
     attr = torch.empty_like(inputs)

@@ -124,6 +124,7 @@ def _passes(params: Mapping[str, Any]) -> int:
     name="guided_feature_inversion", title="Guided feature inversion",
     paper="Du, Liu, Song & Hu, Towards Explanation of DNN-based Prediction with Guided Feature Inversion, KDD 2018",
     family="inversion", defaults=_DEFAULTS, requires=("conv_layer",), passes=_passes, expands_batch=True,
+    check=_check,
     description="A mask from non-negative channel weights of the last conv stage, optimised to preserve the "
                 "representation (stage 1) and the target probability while its complement removes it (stage 2)."))
 def guided_feature_inversion(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,

@@ -42,6 +42,13 @@ def alphas(steps: int, like: Tensor) -> Tensor:
     return torch.linspace(0.0, 1.0, steps, dtype=like.dtype, device=like.device)
 
 
+def _validate(params: Mapping[str, Any], samples: bool) -> None:
+    """Check IG (and, for IG-SmoothGrad, SmoothGrad) parameters before any work."""
+    check_ig(params["steps"], params["baseline"])
+    if samples:
+        check_samples(params["samples"], params["noise_level"])
+
+
 def _ig_passes(params: Mapping[str, Any]) -> int:
     """One forward+backward per path point."""
     return int(params["steps"])
@@ -55,6 +62,7 @@ def _igsg_passes(params: Mapping[str, Any]) -> int:
 @register_method(MethodInfo(
     name="integrated_gradients", title="Integrated Gradients", paper=SUNDARARAJAN, family="path",
     defaults={"steps": 25, "baseline": 0.0}, passes=_ig_passes, expands_batch=True,
+    check=lambda p: _validate(p, samples=False),
     description="(x - x') * mean of gradients at alphas = linspace(0, 1, steps); black baseline in pixel space.",
 ))
 def integrated_gradients(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, steps: int = 25,
@@ -87,6 +95,7 @@ def integrated_gradients(model: torch.nn.Module, inputs: Tensor, target: Tensor,
     name="ig_smoothgrad", title="IG-SmoothGrad (squared)", paper=f"{SUNDARARAJAN}; {SMILKOV}", family="path",
     defaults={"samples": 25, "steps": 25, "noise_level": 0.15, "baseline": 0.0}, stochastic=True,
     passes=_igsg_passes, expands_batch=True,
+    check=lambda p: _validate(p, samples=True),
     description="Mean over noisy copies of IG squared; noise sigma = noise_level * (max x - min x), pixel space.",
 ))
 def ig_smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, samples: int = 25, steps: int = 25,

@@ -108,12 +108,18 @@ def _project(model: Any, x: Tensor, target: Tensor, check_reconstruction: bool) 
             "feature_distance": dist.gather(1, j.view(-1, 1)).squeeze(1), "reconstruction_error": rec}
 
 
+def _check_params(params: Mapping[str, Any]) -> None:
+    """max_reconstruction_error is a positive number."""
+    tol = params["max_reconstruction_error"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+        raise BamError(f"max_reconstruction_error {tol!r} is invalid; accepted: a positive number")
+
+
 def _run(model: Any, inputs: Tensor, target: Tensor, taylor: bool, check_reconstruction: bool,
          max_reconstruction_error: float, micro_batch: int) -> AttributionResult:
     """Shared body of both methods, micro-batched over images (rows are independent)."""
     _check(model, inputs, target)
-    if not float(max_reconstruction_error) > 0:
-        raise BamError(f"max_reconstruction_error {max_reconstruction_error!r} is invalid; accepted: a positive number")
+    _check_params({"max_reconstruction_error": max_reconstruction_error})
     n = inputs.shape[0]
     attr = torch.empty_like(inputs)
     names = ["boundary_class", "boundary_distance", "feature_distance", "margin", "logit_gap_after",
@@ -154,7 +160,7 @@ def _run(model: Any, inputs: Tensor, target: Tensor, taylor: bool, check_reconst
 
 @register_method(MethodInfo(
     name="invertible_projection", title="Invertible projection", paper=ZHUANG, family="invertible",
-    defaults=_DEFAULTS, requires=("invertible",), passes=_passes(0),
+    defaults=_DEFAULTS, requires=("invertible",), passes=_passes(0), check=_check_params,
     description="x - x_p, with x_p the exact projection onto the nearest decision boundary, through T^{-1}.",
 ))
 def invertible_projection(model: torch.nn.Module, inputs: Tensor, target: Tensor, *,
@@ -167,7 +173,7 @@ def invertible_projection(model: torch.nn.Module, inputs: Tensor, target: Tensor
 
 @register_method(MethodInfo(
     name="invertible_taylor", title="Invertible Taylor", paper=ZHUANG, family="invertible",
-    defaults=_DEFAULTS, requires=("invertible",), passes=_passes(1),
+    defaults=_DEFAULTS, requires=("invertible",), passes=_passes(1), check=_check_params,
     description="grad(f_c - f_j*)(x_p) * (x - x_p): the local linear model at the boundary point x_p.",
 ))
 def invertible_taylor(model: torch.nn.Module, inputs: Tensor, target: Tensor, *,

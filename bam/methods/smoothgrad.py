@@ -35,6 +35,11 @@ def check_samples(samples: Any, noise_level: Any) -> tuple[int, float]:
     return samples, float(noise_level)
 
 
+def _validate(params: Mapping[str, Any]) -> None:
+    """Check the parameters before any work."""
+    check_samples(params["samples"], params["noise_level"])
+
+
 def _passes(params: Mapping[str, Any]) -> int:
     """One forward+backward per noisy sample."""
     return int(params["samples"])
@@ -43,6 +48,7 @@ def _passes(params: Mapping[str, Any]) -> int:
 @register_method(MethodInfo(
     name="smoothgrad", title="SmoothGrad (squared, original)", paper=SMILKOV, family="gradient",
     defaults={"samples": 25, "noise_level": 0.15}, stochastic=True, passes=_passes, expands_batch=True,
+    check=_validate,
     description="Mean of squared gradients over noisy copies; sigma = noise_level * (max x - min x), pixel space.",
 ))
 def smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, samples: int = 25,

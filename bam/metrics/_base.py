@@ -11,12 +11,13 @@ import math
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from bam.registry import Registry
+from bam.schema import bool_column
 
 #: Why an image is left out of a metric, in the order they are checked (first match wins).
 #: ``missing``: a record of the pair is absent; ``patch_changed``: the IIR patch changed the
@@ -26,8 +27,6 @@ from bam.registry import Registry
 EXCLUSION_REASONS: tuple[str, ...] = (
     "missing", "patch_changed", "incorrect", "method_failed", "nonfinite", "empty_mask", "constant_map",
 )
-#: Record ``status`` values other than "ok" (each is also an exclusion reason).
-STATUSES: tuple[str, ...] = ("ok", "method_failed", "nonfinite", "empty_mask", "constant_map")
 
 
 class Need(NamedTuple):
@@ -38,9 +37,21 @@ class Need(NamedTuple):
     input: str
 
 
+def _no_needs(num_k: int) -> tuple[Need, ...]:
+    """No records."""
+    return ()
+
+
 @dataclass(frozen=True)
 class MetricInfo:
-    """Metadata of one metric (read by the CLI, the runner and reports)."""
+    """Metadata of one metric (read by the CLI, the evaluation planner and reports).
+
+    The planner runs a metric only when every model role of ``needs`` is present, plus at least
+    ``min_optional`` of ``optional_needs`` (absent optional roles leave points out, e.g. of the
+    RMCS curve). The metric function is called as ``fn(records, **params)`` with ``params`` =
+    ``defaults`` overridden by the evaluation config's ``metric_params[name]``, plus the facts of
+    the evaluated dataset named in ``context`` (e.g. ``num_k``, the number of scene classes).
+    """
 
     name: str
     title: str
@@ -49,13 +60,29 @@ class MetricInfo:
     range: tuple[float, float]
     #: the expected value of an attribution unrelated to the models (None: not defined)
     chance: float | None
-    #: model roles needed, symbolic ("commonality-k" stands for every k)
-    roles: tuple[str, ...]
     #: the dataset subset whose val images are selected (and limited by ``EvalConfig.images[name]``)
     selection_subset: str
-    #: K (number of scene classes) -> the (role, subset, input) triples whose records it reads
-    needs: Callable[[int], tuple[Need, ...]] = field(default=lambda k: ())
+    #: K (number of scene classes) -> the (role, subset, input) triples it always reads
+    needs: Callable[[int], tuple[Need, ...]] = _no_needs
+    #: K -> further triples it reads when their models exist
+    optional_needs: Callable[[int], tuple[Need, ...]] = _no_needs
+    #: how many of ``optional_needs`` must be present for the metric to run
+    min_optional: int = 0
+    #: tunable parameters and their protocol defaults
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: dataset facts passed as keyword arguments (accepted: "num_k")
+    context: tuple[str, ...] = ()
     description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+        bad = set(self.context) - set(CONTEXT)
+        if bad:
+            raise ValueError(f"metric {self.name}: unknown context {sorted(bad)}; accepted: {CONTEXT}")
+
+
+#: Dataset facts a metric may ask for (:attr:`MetricInfo.context`).
+CONTEXT: tuple[str, ...] = ("num_k",)
 
 
 @dataclass(frozen=True)
@@ -89,8 +116,9 @@ def mean_statistic(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else math.nan
 
 
-class MetricFn(Protocol):
-    def __call__(self, records: pd.DataFrame, **params: Any) -> MetricValue: ...
+#: A metric: ``fn(records, **params) -> MetricValue`` (its keyword parameters: MetricInfo.defaults
+#: and MetricInfo.context).
+MetricFn = Callable[..., MetricValue]
 
 
 METRICS: Registry[MetricFn] = Registry("metric")
@@ -119,35 +147,25 @@ def list_metrics() -> list[str]:
     return [m for m in order if m in METRICS] + [m for m in METRICS.names() if m not in order]
 
 
-def _bool_col(values: pd.Series, default: bool) -> np.ndarray:
-    """A column of true/false (bools, 0/1 or strings) as a bool array; missing cells -> ``default``."""
-    out = np.full(len(values), default, dtype=bool)
-    for i, v in enumerate(values.tolist()):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        if isinstance(v, str):
-            s = v.strip().lower()
-            if s in {"", "nan"}:
-                continue
-            out[i] = s in {"true", "1", "yes", "t", "1.0"}
-        else:
-            out[i] = bool(v)
-    return out
-
-
 def _side(records: pd.DataFrame, role: str, inp: str) -> pd.DataFrame:
     """Records of one (model role, input) as [image_id, g, correct, status, unchanged]."""
     sel = records[(records["model_role"] == role) & (records["input"] == inp)].drop_duplicates("image_id")
     g = pd.to_numeric(sel["g"], errors="coerce").to_numpy(dtype=float)
-    valid = _bool_col(sel["valid"], False)
+    valid = bool_column(sel["valid"], False)
     if "status" in sel.columns:
         status = sel["status"].fillna("ok").astype(str).to_numpy()
     else:
         status = np.where(valid & np.isfinite(g), "ok", np.where(valid, "constant_map", "method_failed"))
     status = np.where((status == "ok") & ~np.isfinite(g), "constant_map", status)
-    unchanged = _bool_col(sel["patch_unchanged"], True) if "patch_unchanged" in sel.columns else np.ones(len(sel), bool)
+    unchanged = (bool_column(sel["patch_unchanged"], True) if "patch_unchanged" in sel.columns
+                 else np.ones(len(sel), bool))
     return pd.DataFrame({"image_id": sel["image_id"].astype(str).to_numpy(), "g": g,
-                         "correct": _bool_col(sel["correct"], False), "status": status, "unchanged": unchanged})
+                         "correct": bool_column(sel["correct"], False), "status": status, "unchanged": unchanged})
+
+
+def _flag(col: pd.Series, missing: bool) -> np.ndarray:
+    """A joined boolean column with ``missing`` where the record was absent."""
+    return col.fillna(missing).astype(bool).to_numpy()
 
 
 def pair_records(records: pd.DataFrame, a: tuple[str, str], b: tuple[str, str],
@@ -169,8 +187,8 @@ def pair_records(records: pd.DataFrame, a: tuple[str, str], b: tuple[str, str],
         extra = 0
     m = m.sort_values("image_id", kind="stable").reset_index(drop=True)
     both = (m["_merge"] == "both").to_numpy()
-    unchanged = m["unchanged_a"].fillna(True).astype(bool).to_numpy() & m["unchanged_b"].fillna(True).astype(bool).to_numpy()
-    correct = m["correct_a"].fillna(False).astype(bool).to_numpy() & m["correct_b"].fillna(False).astype(bool).to_numpy()
+    unchanged = _flag(m["unchanged_a"], True) & _flag(m["unchanged_b"], True)
+    correct = _flag(m["correct_a"], False) & _flag(m["correct_b"], False)
     sta, stb = m["status_a"].fillna("").to_numpy(), m["status_b"].fillna("").to_numpy()
     conds = [~both, ~unchanged, ~correct]
     conds += [(sta == r) | (stb == r) for r in ("method_failed", "nonfinite", "empty_mask", "constant_map")]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from bam.metrics._base import MetricInfo, MetricValue, Need, frozen, mean_statistic, pair_records, register_metric
+from bam.roles import commonality, commonality_k, commonality_roles
 
 _PAPER = "Yang & Kim, Benchmarking Attribution Methods with Relative Feature Importance, arXiv:1907.09701 (2019)"
-_COMMONALITY = re.compile(r"^commonality-(\d+)$")
 
 
 def _mcs_needs(num_k: int) -> tuple[Need, ...]:
@@ -21,8 +20,13 @@ def _mcs_needs(num_k: int) -> tuple[Need, ...]:
 
 
 def _rmcs_needs(num_k: int) -> tuple[Need, ...]:
-    """RMCS reads every commonality-k model (k = 1..K) on common_in_scene."""
-    return tuple(Need(f"commonality-{k}", "common_in_scene", "common_in_scene") for k in range(1, num_k + 1))
+    """RMCS always reads the reference model commonality-K on common_in_scene."""
+    return (Need(commonality(num_k), "common_in_scene", "common_in_scene"),)
+
+
+def _rmcs_curve_needs(num_k: int) -> tuple[Need, ...]:
+    """... and the commonality-k models (k = 1..K-1) that exist: the points of the curve."""
+    return tuple(Need(commonality(k), "common_in_scene", "common_in_scene") for k in range(1, num_k))
 
 
 def model_contrast(records: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], metric: str = "mcs",
@@ -36,7 +40,7 @@ def model_contrast(records: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]
 
 @register_metric(MetricInfo(
     name="mcs", title="Model contrast score", paper=_PAPER, direction="higher", range=(-1.0, 1.0), chance=0.0,
-    roles=("obj", "scene"), selection_subset="obj", needs=_mcs_needs,
+    selection_subset="obj", needs=_mcs_needs,
     description="mean of g(f_obj, x) - g(f_scene, x) over obj/scene val composites both models classify correctly",
 ))
 def mcs(records: pd.DataFrame) -> MetricValue:
@@ -50,8 +54,7 @@ def mcs(records: pd.DataFrame) -> MetricValue:
 
 def commonality_ks(records: pd.DataFrame) -> list[int]:
     """The k of every ``commonality-k`` role present in ``records``, ascending."""
-    ks = {int(m.group(1)) for r in records["model_role"].unique() if (m := _COMMONALITY.match(str(r)))}
-    return sorted(ks)
+    return sorted({k for r in records["model_role"].unique() if (k := commonality_k(str(r))) is not None})
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -83,8 +86,8 @@ def _rmcs_statistic(ks: np.ndarray) -> Callable[[np.ndarray], float]:
 
 @register_metric(MetricInfo(
     name="rmcs", title="Relative model contrast (rank correlation of the MCS_k curve)", paper=_PAPER,
-    direction="higher", range=(-1.0, 1.0), chance=0.0, roles=("commonality-k",),
-    selection_subset="common_in_scene", needs=_rmcs_needs,
+    direction="higher", range=(-1.0, 1.0), chance=0.0, selection_subset="common_in_scene", needs=_rmcs_needs,
+    optional_needs=_rmcs_curve_needs, min_optional=2, context=("num_k",),
     description="MCS(commonality-k vs commonality-K) on common_in_scene for k=1..K-1 (rows 'rmcs_curve'); "
                 "summary = -Spearman(k, MCS_k), so 1 means the curve decreases strictly with k",
 ))
@@ -98,8 +101,8 @@ def rmcs(records: pd.DataFrame, num_k: int | None = None) -> MetricValue:
     """
     present = commonality_ks(records)
     big_k = num_k if num_k is not None else (max(present) if present else 0)
-    ref = (f"commonality-{big_k}", "common_in_scene")
-    curve = tuple(model_contrast(records, (f"commonality-{k}", "common_in_scene"), ref, "rmcs_curve", k)
+    ref = (commonality(big_k) if big_k >= 1 else "", "common_in_scene")
+    curve = tuple(model_contrast(records, (commonality(k), "common_in_scene"), ref, "rmcs_curve", k)
                   for k in range(1, big_k))
     ids = sorted({i for c in curve for i in c.image_ids})
     pos = {i: n for n, i in enumerate(ids)}
@@ -114,6 +117,6 @@ def rmcs(records: pd.DataFrame, num_k: int | None = None) -> MetricValue:
     for c in curve:
         for r, n in c.excluded.items():
             excluded[r] = excluded.get(r, 0) + n
-    roles = tuple(f"commonality-{k}" for k in range(1, big_k + 1))
+    roles = commonality_roles(big_k)
     return MetricValue(metric="rmcs", value=value, n_used=len(ids), excluded=frozen(excluded), per_image=mat,
                        image_ids=tuple(ids), statistic=stat, roles=roles, curve=curve)

@@ -25,7 +25,7 @@ def _iir_needs(num_k: int) -> tuple[Need, ...]:
 
 @register_metric(MetricInfo(
     name="idr", title="Input dependence rate", paper=_PAPER, direction="higher", range=(0.0, 1.0), chance=0.5,
-    roles=("scene",), selection_subset="obj", needs=_idr_needs,
+    selection_subset="obj", needs=_idr_needs,
     description="fraction of images where the scene model attributes less to the object region of the "
                 "composite than to the same region of the scene-only image",
 ))
@@ -48,7 +48,7 @@ def iir_hits(g_x: np.ndarray, g_patched: np.ndarray, threshold: float = IIR_THRE
 
 @register_metric(MetricInfo(
     name="iir", title="Input independence rate", paper=_PAPER, direction="higher", range=(0.0, 1.0), chance=None,
-    roles=("scene_only",), selection_subset="iir_scene", needs=_iir_needs,
+    selection_subset="iir_scene", needs=_iir_needs, defaults={"threshold": IIR_THRESHOLD},
     description="fraction of IIR-scene images whose object-region attribution changes by less than t=0.1 "
                 "(relative) when a functionally insignificant patch is added",
 ))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bam.report._schema import RESULTS_COLUMNS, SCHEMA_VERSION, read_records, read_results
 from bam.report.compare import Comparison, compare_frames, compare_results, format_table, summary_line
+from bam.schema import RESULTS_COLUMNS, SCHEMA_VERSION, read_records, read_results
 
-_LAZY = {"CONTROL_METHODS", "ReportOutput", "build_report"}
+_LAZY = {"ReportOutput", "build_report", "control_methods"}
 
 
 def __getattr__(name: str) -> Any:
@@ -25,7 +25,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'bam.report' has no attribute {name!r}")
 
 __all__ = [
-    "CONTROL_METHODS",
     "RESULTS_COLUMNS",
     "SCHEMA_VERSION",
     "Comparison",
@@ -33,6 +32,7 @@ __all__ = [
     "build_report",
     "compare_frames",
     "compare_results",
+    "control_methods",
     "format_table",
     "read_records",
     "read_results",

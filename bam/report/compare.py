@@ -4,8 +4,9 @@ Rows are joined on (dataset, model_pair, method, metric, k). For a metric whose 
 ``higher``, a row regresses when the new value falls below the baseline value by more than the
 tolerance (or, with ``use_ci``, below the baseline's CI low by more than the tolerance);
 ``lower`` is symmetric. Rows with direction ``none`` and RMCS curve points (metric
-``rmcs_curve``, whatever their direction cell says) are informational and never fail. A baseline row absent from the new file fails unless ``allow_missing``. Cost columns
-(images/s, passes per image, peak memory) are ignored: they depend on the machine.
+``rmcs_curve``, whatever their direction cell says) are informational and never fail. A baseline
+row absent from the new file fails unless ``allow_missing``. Cost columns (images/s, passes per
+image, peak memory) are ignored: they depend on the machine.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from bam.errors import BamError
-from bam.report._schema import CURVE_METRIC, KEY_COLUMNS, read_results
+from bam.outputs import check_output_set
+from bam.schema import CURVE_METRIC, KEY_COLUMNS, read_results
 
 #: Slack for float round-off: a change of exactly the tolerance is not a regression.
 _EPS = 1e-9
@@ -55,43 +57,51 @@ class Comparison:
         return {s: int(vc.get(s, 0)) for s in STATUSES}
 
 
-def _threshold(direction: str, base: float, lo: float, hi: float, tol: float, use_ci: bool) -> float:
+@dataclass(frozen=True)
+class _Baseline:
+    """A baseline row: its direction, value and CI."""
+
+    direction: str
+    value: float
+    lo: float
+    hi: float
+
+    def bound(self, worse: bool, use_ci: bool) -> float:
+        """The reference for a change: the value, or (``use_ci``) the CI bound on the ``worse`` side."""
+        side = self.lo if (self.direction == "higher") == worse else self.hi
+        return side if use_ci and math.isfinite(side) else self.value
+
+
+def _threshold(b: _Baseline, tol: float, use_ci: bool) -> float:
     """The value beyond which the new value is a regression (NaN when none applies)."""
-    if direction == "higher":
-        ref = lo if use_ci and math.isfinite(lo) else base
-        return ref - tol
-    if direction == "lower":
-        ref = hi if use_ci and math.isfinite(hi) else base
-        return ref + tol
+    if b.direction == "higher":
+        return b.bound(True, use_ci) - tol
+    if b.direction == "lower":
+        return b.bound(True, use_ci) + tol
     return math.nan
 
 
-def _status(direction: str, base: float, new: float, lo: float, hi: float, tol: float,
-            use_ci: bool) -> tuple[str, float]:
+def _status(b: _Baseline, new: float, tol: float, use_ci: bool) -> tuple[str, float]:
     """Classify one joined row; returns (status, regression threshold)."""
-    thr = _threshold(direction, base, lo, hi, tol, use_ci)
-    if direction == "none":
+    thr = _threshold(b, tol, use_ci)
+    if b.direction == "none":
         return "INFO", thr
-    if math.isnan(base) and math.isnan(new):
+    if math.isnan(b.value) and math.isnan(new):
         return "OK", thr
     if math.isnan(new):  # the metric could not be computed any more
         return "REGRESSION", thr
-    if math.isnan(base):
+    if math.isnan(b.value):
         return "IMPROVED", thr
-    if direction == "higher":
-        if new < thr - _EPS:
-            return "REGRESSION", thr
-        better = (hi if use_ci and math.isfinite(hi) else base) + tol
-        return ("IMPROVED" if new > better + _EPS else "OK"), thr
-    if new > thr + _EPS:
+    sign = 1.0 if b.direction == "higher" else -1.0
+    if sign * (new - thr) < -_EPS:
         return "REGRESSION", thr
-    better = (lo if use_ci and math.isfinite(lo) else base) - tol
-    return ("IMPROVED" if new < better - _EPS else "OK"), thr
+    better = b.bound(False, use_ci) + sign * tol
+    return ("IMPROVED" if sign * (new - better) > _EPS else "OK"), thr
 
 
 def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float = 0.05, use_ci: bool = False,
                    allow_missing: bool = False) -> Comparison:
-    """Join two validated results frames (see :func:`bam.report._schema.read_results`) and classify rows.
+    """Join two validated results frames (see :func:`bam.schema.read_results`) and classify rows.
 
     Statuses: OK (within tolerance), REGRESSION (worse beyond tolerance, or the new value is NaN),
     IMPROVED (better beyond tolerance), NEW (only in ``new``), MISSING (only in ``baseline``),
@@ -114,12 +124,12 @@ def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float =
         lo = float(d["ci_low"]) if side != "right_only" else math.nan
         hi = float(d["ci_high"]) if side != "right_only" else math.nan
         if side == "left_only":
-            status, thr = "MISSING", _threshold(direction, base, lo, hi, tolerance, use_ci)
+            status, thr = "MISSING", _threshold(_Baseline(direction, base, lo, hi), tolerance, use_ci)
             fails = direction != "none" and not allow_missing
         elif side == "right_only":
             status, thr, fails = "NEW", math.nan, False
         else:
-            status, thr = _status(direction, base, val, lo, hi, tolerance, use_ci)
+            status, thr = _status(_Baseline(direction, base, lo, hi), val, tolerance, use_ci)
             fails = status == "REGRESSION"
         rows.append({**{k: d[k] for k in keys}, "direction": direction, "baseline": base, "baseline_ci_low": lo,
                      "baseline_ci_high": hi, "new": val, "delta": val - base, "threshold": thr,
@@ -140,11 +150,27 @@ def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float =
                       notes=tuple(notes))
 
 
+def read_checked(path: str | os.PathLike[str], role: str) -> pd.DataFrame:
+    """A results.csv, refused when its folder holds an interrupted or mixed output set, or when it has no rows."""
+    path = Path(path)
+    if path.is_dir():
+        raise BamError(f"{role} {path} is a directory; expected a results.csv file")
+    if path.parent.is_dir():
+        check_output_set(path.parent)
+    frame = read_results(path)
+    if frame.empty:
+        raise BamError(f"{role} {path} has a header but no rows; expected a results.csv written by bam evaluate")
+    return frame
+
+
 def compare_results(baseline: str | os.PathLike[str], new: str | os.PathLike[str], tolerance: float = 0.05,
                     use_ci: bool = False, allow_missing: bool = False) -> Comparison:
-    """Read two results.csv files (schema 1) and compare them; see :func:`compare_frames`."""
-    return compare_frames(read_results(Path(baseline)), read_results(Path(new)), tolerance=tolerance,
-                          use_ci=use_ci, allow_missing=allow_missing)
+    """Read two results.csv files (schema 1) and compare them; see :func:`compare_frames`.
+
+    An empty file (header only) is an error: an empty baseline would pass every gate.
+    """
+    return compare_frames(read_checked(baseline, "baseline"), read_checked(new, "new results file"),
+                          tolerance=tolerance, use_ci=use_ci, allow_missing=allow_missing)
 
 
 def _fmt(x: float) -> str:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -34,16 +33,16 @@ def _png(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def heatmap(attr: np.ndarray) -> np.ndarray:
-    """SPEC §4.1 steps 1-2 for one map [C,H,W]: sum of positive parts, (M - min)/(P99 - min) clipped.
+    """SPEC §4.1 steps 1-2 for one map [C,H,W] (:func:`bam.metrics.normalise_maps`), [H, W] in [0, 1].
 
-    A constant (or non-finite) map returns all zeros: it carries no ranking of pixels.
+    A map the metric cannot normalise (constant or non-finite) is all NaN: drawn as "no map".
     """
-    m = np.clip(np.nan_to_num(attr.astype(np.float64), nan=0.0), 0, None).sum(axis=0)
-    lo = float(m.min())
-    hi = float(np.percentile(m, 99))
-    if not math.isfinite(hi - lo) or hi - lo <= 0:
-        return np.zeros_like(m)
-    return np.clip((m - lo) / (hi - lo), 0.0, 1.0)
+    import torch
+
+    from bam.metrics import normalise_maps, positive_map
+
+    maps = positive_map(torch.from_numpy(np.ascontiguousarray(attr, dtype=np.float64))[None])
+    return normalise_maps(maps)[0][0].numpy()
 
 
 def ranking_figure(rows: pd.DataFrame, title: str, controls: frozenset[str], direction: str) -> bytes:
@@ -145,7 +144,11 @@ def gallery_figure(images: np.ndarray, masks: np.ndarray | None, attrs: Mapping[
             ax.set_ylabel(str(labels[i]), fontsize=6)
         for j, m in enumerate(methods):
             ax = fig.add_subplot(e, cols, i * cols + 2 + j)
-            ax.imshow(heatmap(attrs[m][i]), cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+            heat = heatmap(attrs[m][i])
+            ax.imshow(np.nan_to_num(heat, nan=0.0), cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+            if np.isnan(heat).all():
+                ax.text(0.5, 0.5, "no map", transform=ax.transAxes, ha="center", va="center", color="#e53935",
+                        fontsize=6)
             if masks is not None:
                 ax.contour(masks[i, 0], levels=[0.5], colors=["#4fc3f7"], linewidths=0.5)
             ax.set_xticks([])

@@ -23,17 +23,25 @@ import pandas as pd
 
 from bam._io import dumps_json, write_bytes, write_text
 from bam.errors import BamError
+from bam.outputs import check_output_set
 from bam.report import figures
 from bam.report._cases import EXAMPLES_FILE, load_examples, worst_mcs_cases
-from bam.report._schema import CURVE_METRIC, parse_json_cell, read_records, read_results
+from bam.schema import CURVE_METRIC, parse_json_cell, read_records, read_results
 
-#: Built-in control methods (SPEC §5): drawn as chance references, never ranked as methods.
-CONTROL_METHODS: frozenset[str] = frozenset({"random", "edge", "center"})
+
+def control_methods() -> frozenset[str]:
+    """Controls (SPEC §5: drawn as chance references, never ranked): registered methods of family "control"."""
+    from bam.methods import get_info, list_methods
+
+    return frozenset(n for n in list_methods() if get_info(n).family == "control")
+
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222;
+padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f3f5f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.control td{color:#777;font-style:italic;background:#fafafa}
 img{max-width:100%;height:auto}.muted{color:#777;font-size:.88em}
@@ -105,14 +113,6 @@ def _pair_label(pair: str) -> str:
     return " vs ".join(roles) if len(roles) <= 3 else f"{roles[0]} … {roles[-1]} ({len(roles)} models)"
 
 
-def _pick(prov: dict[str, Any], *keys: str) -> Any:
-    """The first present key of ``prov`` (provenance files may name things slightly differently)."""
-    for k in keys:
-        if k in prov and prov[k] not in (None, "", {}, []):
-            return prov[k]
-    return None
-
-
 def _short(value: Any) -> str:
     """One-line text for a provenance value (JSON for mappings and lists)."""
     if isinstance(value, (dict, list)):
@@ -122,26 +122,19 @@ def _short(value: Any) -> str:
 
 def _models_text(prov: dict[str, Any], results: pd.DataFrame) -> str:
     """'role: arch sha256-prefix' per checkpoint (provenance.json), else role -> hash from results.csv."""
-    ckpts = _pick(prov, "checkpoints", "models", "checkpoint_hashes", "model_hashes")
+    ckpts = prov.get("checkpoints")
     if isinstance(ckpts, dict) and ckpts:
         parts = []
         for role, info in sorted(ckpts.items()):
-            if isinstance(info, dict):
-                sha = str(info.get("weights_sha256") or info.get("sha256") or "")[:16]
-                parts.append(f"{role}: {info.get('arch', '')} {sha}".strip())
-            else:
-                parts.append(f"{role}: {str(info)[:16]}")
+            info = info if isinstance(info, dict) else {}
+            parts.append(f"{role}: {info.get('arch', '')} {str(info.get('weights_sha256', ''))[:16]}".strip())
         return "; ".join(parts)
     found: dict[str, str] = {}
-    for pair, cell in zip(results["model_pair"], results["model_hashes"]):
-        parsed = parse_json_cell(cell)
-        if isinstance(parsed, dict):
-            found.update({str(k): str(v) for k, v in parsed.items()})
-        elif isinstance(parsed, str) and parsed:  # "role|role" with "hash|hash" (bam evaluate's format)
-            roles, hashes = str(pair).split("|"), parsed.split("|")
-            if len(roles) == len(hashes):
-                found.update(dict(zip(roles, hashes)))
-    return "; ".join(f"{r}: {h}" for r, h in sorted(found.items()))
+    for pair, cell in zip(results["model_pair"], results["model_hashes"]):  # "role|role" with "hash|hash"
+        roles, hashes = str(pair).split("|"), str(cell).split("|")
+        if len(roles) == len(hashes):
+            found.update(dict(zip(roles, hashes)))
+    return "; ".join(f"{r}: {h}" for r, h in sorted(found.items()) if h)
 
 
 def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> str:
@@ -151,11 +144,11 @@ def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> s
     root = ds_prov.get("root") if isinstance(ds_prov, dict) else ds_prov
     manifest = ", ".join(sorted(set(results["manifest_hash"]) - {""}))
     seeds = ", ".join(sorted(set(results["seed"].astype(str)) - {""}))
-    versions = _pick(prov, "versions", "package_versions")
+    versions = prov.get("versions")
     if isinstance(versions, dict):
         versions = ", ".join(f"{k} {v}" for k, v in sorted(versions.items(), key=lambda kv: kv[0].lower()))
-    device = " ".join(str(x) for x in (_pick(prov, "device"), _pick(prov, "device_name")) if x)
-    seed = _pick(prov, "seed")
+    device = " ".join(str(x) for x in (prov.get("device"), prov.get("device_name")) if x)
+    seed = prov.get("seed")
     rows = [
         ["results", str(results_dir)],
         ["dataset", dataset + (f" ({root})" if root else "")],
@@ -164,16 +157,16 @@ def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> s
         ["seed", str(seed) if seed is not None else seeds],
         ["device", device],
         ["versions", _short(versions or "")],
-        ["wall time (s)", _short(_pick(prov, "wall_time_s", "wall_time", "elapsed_s") or "")],
-        ["created", _short(_pick(prov, "created", "timestamp", "finished") or "")],
+        ["wall time (s)", _short(prov.get("wall_time_s") or "")],
     ]
     rows = [r for r in rows if r[1]]
     body = _table(["field", "value"], rows)
     skipped = prov.get("skipped")
     if isinstance(skipped, list) and skipped:
         body += "<p><b>skipped by bam evaluate:</b></p>" + _table(
-            ["metric", "family", "methods", "reason"],
-            [[str(x.get(k, "")) for k in ("metric", "family", "methods", "reason")] for x in skipped if isinstance(x, dict)])
+            ["metric", "model kind", "methods", "reason"],
+            [[str(x.get(k, "")) for k in ("metric", "kind", "methods", "reason")] for x in skipped
+             if isinstance(x, dict)])
     failures = prov.get("failures")
     if isinstance(failures, dict) and failures:
         body += "<p><b>method failures:</b></p>" + _table(
@@ -285,7 +278,8 @@ def _gallery(results_dir: Path, controls: frozenset[str], figs: _Figures) -> str
         return (f'<p class="muted">no example attributions: write {EXAMPLES_FILE} (keys images [E,3,H,W], '
                 "masks [E,1,H,W], attr/&lt;method&gt;/&lt;role&gt; [E,C,H,W]) or examples/*.png beside "
                 "results.csv to get a gallery.</p>")
-    return '<p class="muted">heatmaps normalised as in the metric (positive part, min to P99); outline = object mask.</p>' + "".join(parts)
+    return ('<p class="muted">heatmaps normalised as in the metric (positive part, min to P99); '
+            "outline = object mask.</p>" + "".join(parts))
 
 
 def _worst(results_dir: Path, n: int) -> str:
@@ -304,17 +298,22 @@ def _worst(results_dir: Path, n: int) -> str:
 
 
 def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
-                 controls: frozenset[str] = CONTROL_METHODS, worst: int = 5, title: str | None = None) -> ReportOutput:
+                 controls: frozenset[str] | None = None, worst: int = 5, title: str | None = None) -> ReportOutput:
     """Write the HTML report for ``results_dir`` to ``out`` (default ``results_dir/report.html``).
 
     Figures are embedded as base64 PNG and also written to ``figures/`` beside the HTML file.
-    Raises a one-line BamError when ``results.csv`` is missing or malformed.
+    ``controls`` (default: the registry's control methods) are drawn as chance references.
+    Raises a one-line BamError when ``results.csv`` is missing or malformed, or when the folder
+    holds an interrupted or mixed output set (:func:`bam.outputs.check_output_set`).
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise BamError(f"results directory not found: {results_dir}; expected a folder written by bam evaluate")
+        what = "a file" if results_dir.exists() else "not found"
+        raise BamError(f"results directory {results_dir}: {what}; expected a folder written by bam evaluate")
     if worst < 0:
         raise BamError(f"--worst {worst} is invalid; accepted: an integer >= 0")
+    check_output_set(results_dir, required=("results.csv",))
+    controls = control_methods() if controls is None else controls
     results = read_results(results_dir / "results.csv")
     prov_path = results_dir / "provenance.json"
     if prov_path.is_file():

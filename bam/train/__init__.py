@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from bam.train._data import check_role, role_names
+from bam.roles import check_role, role_names
 from bam.train.config import TrainConfig, load_train_config
 from bam.train.trainer import fit, train_model
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,28 +14,6 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from bam.errors import BamError
 
 log = logging.getLogger(__name__)
-
-BASE_ROLES = ("obj", "scene", "scene_only")
-_COMMONALITY = re.compile(r"^commonality[-_](\d+)$")
-
-
-def role_names(num_scene_classes: int | None = None) -> list[str]:
-    """Valid roles (``commonality-1..K`` spelled as a range when K is unknown)."""
-    if num_scene_classes is None:
-        return [*BASE_ROLES, "commonality-1..commonality-K"]
-    return [*BASE_ROLES, *(f"commonality-{k}" for k in range(1, num_scene_classes + 1))]
-
-
-def check_role(role: str, num_scene_classes: int | None = None) -> str:
-    """Canonical role name (``commonality_3`` -> ``commonality-3``); BamError listing valid roles."""
-    m = _COMMONALITY.match(role)
-    if role in BASE_ROLES:
-        return role
-    if m and int(m.group(1)) >= 1 and (num_scene_classes is None or int(m.group(1)) <= num_scene_classes):
-        return f"commonality-{int(m.group(1))}"
-    k = "K" if num_scene_classes is None else str(num_scene_classes)
-    raise BamError(f"unknown role {role!r}; accepted: {', '.join(BASE_ROLES)}, commonality-1..commonality-{k}")
-
 
 def role_subset(role: str) -> str:
     """The data subset a role trains on (SPEC §2.4): the role name itself."""

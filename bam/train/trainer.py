@@ -40,7 +40,8 @@ from bam.models.checkpoint import (
     save_weights,
     write_card,
 )
-from bam.train._data import SplitLoader, augment, check_role, eval_batches, open_role_subset, train_batches
+from bam.roles import check_role
+from bam.train._data import SplitLoader, augment, eval_batches, open_role_subset, train_batches
 from bam.train._state import check_resumable, save_state
 from bam.train.config import TrainConfig
 

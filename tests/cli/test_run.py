@@ -9,16 +9,23 @@ import yaml
 from click.testing import CliRunner
 
 from bam.cli.main import cli
-from bam.cli.run import RunConfig, training_plan
+from bam.pipeline import RunConfig, TrainJob, training_plan
 
 
 def test_training_plan_covers_every_role_the_metrics_need() -> None:
-    plan = training_plan(RunConfig(commonality_config="c", invertible_config="i"), num_scenes=3)
-    assert [p[0] for p in plan] == ["obj", "scene", "scene_only", "commonality-1", "commonality-2", "commonality-3",
-                                    "iresnet-obj", "iresnet-scene", "iresnet-scene_only"]
-    assert plan[-1] == ("iresnet-scene_only", "scene_only", "i") and plan[3] == ("commonality-1", "commonality-1", "c")
+    plan = training_plan(RunConfig(commonality_config="c", invertible_config="i",
+                                   invertible_commonality_config="ic"), num_scenes=3)
+    assert [p.folder for p in plan] == [
+        "obj", "scene", "scene_only", "commonality-1", "commonality-2", "commonality-3",
+        "invertible-obj", "invertible-scene", "invertible-scene_only", "invertible-commonality-1",
+        "invertible-commonality-2", "invertible-commonality-3"]
+    assert plan[8] == TrainJob("invertible-scene_only", "scene_only", "i")
+    assert plan[3] == TrainJob("commonality-1", "commonality-1", "c")
+    assert plan[-1] == TrainJob("invertible-commonality-3", "commonality-3", "ic")
+    no_inv_k = training_plan(RunConfig(commonality_config="c", invertible_config="i"), num_scenes=3)
+    assert [p.folder for p in no_inv_k][-1] == "invertible-scene_only"
     bare = training_plan(RunConfig(commonality_config=None, invertible_config=None), num_scenes=3)
-    assert [p[0] for p in bare] == ["obj", "scene", "scene_only"]
+    assert [p.folder for p in bare] == ["obj", "scene", "scene_only"]
 
 
 def test_unknown_stage_is_a_one_line_error(tmp_path: Path) -> None:

@@ -117,6 +117,7 @@ class CodeModel(torch.nn.Module):
 def make_models(manifest_hash: str, roles: list[str] | None = None, invertible: bool = False) -> list[Any]:
     """ModelEntry objects for the given roles (obj, scene, scene_only, commonality-1..3)."""
     from bam.evaluate import ModelEntry
+    from bam.models import ModelCard
 
     roles = roles or ["obj", "scene", "scene_only", "commonality-1", "commonality-2", "commonality-3"]
     weights = {"obj": [0.2, 0.2, 1.0], "scene": [1.0, 0.3, 0.1], "scene_only": [0.5, 1.0, 0.5]}
@@ -131,8 +132,8 @@ def make_models(manifest_hash: str, roles: list[str] | None = None, invertible: 
             w = weights[r]
         model = CodeModel(ch, k, w)
         sha = hashlib.sha256(f"{r}:{invertible}".encode()).hexdigest()
-        card = SimpleNamespace(role=r, invertible=invertible, weights_sha256=sha, dataset_manifest_hash=manifest_hash,
-                               arch="code")
+        card = ModelCard(arch="code", role=r, num_classes=k, image_size=SIZE, invertible=invertible,
+                         weights_sha256=sha, dataset_manifest_hash=manifest_hash)
         out.append(ModelEntry(model, card, f"models/{r}"))
     return out
 
@@ -176,14 +177,16 @@ def dist_worker(rank: int, world: int, init_file: str, root: str, out: str, meth
     """One rank of a gloo run of the evaluation on the fake data (for the sharding test)."""
     import torch.distributed as dist
 
-    from bam.evaluate import DistInfo, EvalConfig, PatchConfig, evaluate
+    from bam._dist import DistInfo
+    from bam.evaluate import EvalConfig, ExecContext, PatchConfig, evaluate
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         data = FakeData(Path(root), n=4)
-        cfg = EvalConfig(methods=methods, batch_size=5, bootstrap=100, iir_patch=PatchConfig(steps=3))
-        evaluate(data, make_models(data.manifest_hash), cfg, out, seed=1, dist=DistInfo(rank, world))
+        cfg = EvalConfig(methods=methods, batch_size=5, bootstrap=100, iir_patch=PatchConfig(steps=3), seed=1)
+        evaluate(data, make_models(data.manifest_hash), cfg, out,
+                 ctx=ExecContext(torch.device("cpu"), dist=DistInfo(rank, world)))
     finally:
         dist.destroy_process_group()
 
@@ -192,3 +195,9 @@ def input_plugin(model: Any, inputs: Tensor, target: Tensor, *, gain: float = 1.
     """Plug-in method for CLI tests: the input itself (times ``gain``)."""
     CALLS["input_plugin"] += 1
     return inputs * gain
+
+
+def raising_plugin(model: Any, inputs: Tensor, target: Tensor) -> Tensor:
+    """Plug-in method for CLI tests: raises an ordinary exception on every call."""
+    CALLS["raising_plugin"] += 1
+    raise RuntimeError("plug-in exploded")

@@ -96,3 +96,18 @@ def test_cli_plugin_method_and_limit(tiny: tuple[Path, Path], tmp_path: Path) ->
     table = pd.read_csv(out / "results.csv")
     assert set(table["method"]) == {"evalfakes:input_plugin"} and set(table["metric"]) == {"mcs", "idr"}
     assert ((table["n_used"] + table["n_excluded"]) == 5).all()
+
+
+def test_cli_failing_plugin_one_line_exit_1_and_complete_outputs(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    data, models = tiny
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["-q", "evaluate", "--data", str(data), "--models", str(models),
+                                   "--method", "evalfakes:raising_plugin", "--method", "gradient", "--metric", "mcs",
+                                   "--config", "ci", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "evalfakes:raising_plugin" in errors[0] and "RuntimeError: plug-in exploded" in errors[0]
+    assert "Traceback" not in res.output
+    table = pd.read_csv(out / "results.csv")
+    assert table.loc[table["method"] == "gradient", "value"].notna().all()
+    assert json.loads((out / "provenance.json").read_text())["failures"]["evalfakes:raising_plugin"]

@@ -14,7 +14,8 @@ import torch
 from evalfakes import CALLS, FakeData, make_models
 
 from bam.errors import BamError
-from bam.evaluate import COST_COLUMNS, RESULTS_COLUMNS, EvalConfig, PatchConfig, evaluate
+from bam.evaluate import EvalConfig, EvalResult, PatchConfig, evaluate
+from bam.schema import COST_COLUMNS, RESULTS_COLUMNS
 
 FAST = PatchConfig(steps=3)
 
@@ -30,9 +31,11 @@ def data(tmp_path: Path) -> FakeData:
     return FakeData(tmp_path / "data", n=4)
 
 
-def run(data: FakeData, out: Path, config: EvalConfig, models: list | None = None, **kw: object) -> dict:
+def run(data: FakeData, out: Path, config: EvalConfig, models: list | None = None) -> EvalResult:
     CALLS.clear()
-    return evaluate(data, models if models is not None else make_models(data.manifest_hash), config, out, **kw)
+    res = evaluate(data, models if models is not None else make_models(data.manifest_hash), config, out)
+    assert res is not None
+    return res
 
 
 def reference_g(attr: np.ndarray, mask: np.ndarray) -> float:
@@ -44,7 +47,7 @@ def reference_g(attr: np.ndarray, mask: np.ndarray) -> float:
 
 def test_mcs_known_answer_and_report_schema(data: FakeData, tmp_path: Path) -> None:
     res = run(data, tmp_path / "out", cfg("bamtest_weighted"))
-    table = res["results"]
+    table = res.results
     assert tuple(table.columns) == RESULTS_COLUMNS
     row = table[(table["metric"] == "mcs")].iloc[0]
     # slow reference: the obj model misreads instance 3 of every pair (see evalfakes), scene is always right
@@ -77,7 +80,7 @@ def test_mcs_known_answer_and_report_schema(data: FakeData, tmp_path: Path) -> N
     assert {"image_id", "subset", "input", "model_role", "model_hash", "method", "method_hash", "prediction",
             "label", "correct", "g", "valid"} <= set(recs.columns)
     assert set(recs["input"]) == {"composite", "scene_only", "iir_scene", "iir_patch", "common_in_scene"}
-    from bam.report._schema import read_records, read_results
+    from bam.schema import read_records, read_results
 
     read_results(out / "results.csv")  # the report side accepts the file
     read_records(out / "records.csv")
@@ -88,18 +91,18 @@ def _strip_costs(path: Path) -> pd.DataFrame:
 
 
 def test_same_seed_identical_csv_and_cache_reuse(data: FakeData, tmp_path: Path) -> None:
-    c = cfg("bamtest_weighted", "bamtest_noisy")
-    run(data, tmp_path / "a", c, seed=3)
+    c = cfg("bamtest_weighted", "bamtest_noisy", seed=3)
+    run(data, tmp_path / "a", c)
     n_first = sum(CALLS.values())
-    run(data, tmp_path / "b", c, seed=3)
+    run(data, tmp_path / "b", c)
     assert _strip_costs(tmp_path / "a" / "results.csv").equals(_strip_costs(tmp_path / "b" / "results.csv"))
     assert (tmp_path / "a" / "records.csv").read_bytes() == (tmp_path / "b" / "records.csv").read_bytes()
     # a re-run in the same OUT reuses every chunk: no method call at all
-    run(data, tmp_path / "a", c, seed=3)
+    run(data, tmp_path / "a", c)
     assert sum(CALLS.values()) == 0 and n_first > 0
     assert _strip_costs(tmp_path / "a" / "results.csv").equals(_strip_costs(tmp_path / "b" / "results.csv"))
     # another seed changes the stochastic method only
-    run(data, tmp_path / "a", c, seed=4)
+    run(data, tmp_path / "a", cfg("bamtest_weighted", "bamtest_noisy", seed=4))
     assert CALLS["bamtest_weighted"] == 0 and CALLS["bamtest_noisy"] > 0
     a = pd.read_csv(tmp_path / "a" / "results.csv")
     b = pd.read_csv(tmp_path / "b" / "results.csv")
@@ -171,18 +174,18 @@ def test_missing_role_skips_or_errors(data: FakeData, tmp_path: Path, caplog: py
     models = make_models(data.manifest_hash, roles=["obj", "scene"])
     with caplog.at_level(logging.WARNING, logger="bam.evaluate"):
         res = run(data, tmp_path / "o", cfg("bamtest_weighted"), models=models)
-    assert set(res["results"]["metric"]) == {"mcs", "idr"}
+    assert set(res.results["metric"]) == {"mcs", "idr"}
     assert "bam train" in caplog.text and "--role scene_only" in caplog.text
-    assert any(s["metric"] == "iir" for s in res["skipped"])
+    assert any(s.metric == "iir" and s.missing_roles == ("scene_only",) and not s.required for s in res.skipped)
+    # a metric the config names explicitly must run: a missing role is then an error naming the fix
     with pytest.raises(BamError, match="role.*scene_only.*bam train"):
-        run(data, tmp_path / "o2", cfg("bamtest_weighted", metrics=("iir",)), models=models,
-            explicit_metrics=True, explicit_methods=True)
+        run(data, tmp_path / "o2", cfg("bamtest_weighted", metrics=("iir",)), models=models)
 
 
 def test_method_failing_everywhere_is_reported(data: FakeData, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="bam.evaluate"):
         res = run(data, tmp_path / "o", cfg("bamtest_fail", metrics=("mcs",)))
-    row = res["results"].iloc[0]
+    row = res.results.iloc[0]
     assert row["n_used"] == 0 and math.isnan(row["value"])
     assert json.loads(row["excluded_reasons"]) == {"incorrect": 9, "method_failed": 27}
     assert "no image passed" in caplog.text
@@ -192,7 +195,7 @@ def test_invertible_methods_use_invertible_models(data: FakeData, tmp_path: Path
     models = make_models(data.manifest_hash) + make_models(data.manifest_hash, roles=["obj", "scene"], invertible=True)
     res = run(data, tmp_path / "o", cfg("bamtest_weighted", "bamtest_inv", metrics=("mcs",)), models=models)
     inv = [e for e in models if e.card.invertible]
-    recs = res["records"]
+    recs = res.records
     assert set(recs.loc[recs["method"] == "bamtest_inv", "model_hash"]) == {e.sha256[:16] for e in inv}
     assert set(recs.loc[recs["method"] == "bamtest_weighted", "model_hash"]) == \
         {e.sha256[:16] for e in models if not e.card.invertible and e.card.role in ("obj", "scene")}
@@ -201,7 +204,7 @@ def test_invertible_methods_use_invertible_models(data: FakeData, tmp_path: Path
 def test_predictions_shared_and_limit(data: FakeData, tmp_path: Path) -> None:
     res = run(data, tmp_path / "o", cfg("bamtest_weighted", "bamtest_noisy", images={"mcs": 7, "idr": 12},
                                         metrics=("mcs", "idr")))
-    t = res["results"].set_index(["method", "metric"])
+    t = res.results.set_index(["method", "metric"])
     assert t.loc[("bamtest_weighted", "mcs"), "n_used"] + t.loc[("bamtest_weighted", "mcs"), "n_excluded"] == 7
     assert t.loc[("bamtest_weighted", "idr"), "n_used"] + t.loc[("bamtest_weighted", "idr"), "n_excluded"] == 12
     preds = list((tmp_path / "o" / "cache" / "pred").rglob("*.json"))

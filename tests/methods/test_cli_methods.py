@@ -97,4 +97,7 @@ def test_display_maps_follow_spec_normalisation():
     m = display_maps(e)
     p99 = torch.quantile(torch.arange(100.0), 0.99)
     torch.testing.assert_close(m[0], (torch.arange(100.0).view(10, 10) / p99).clamp(0, 1))
-    assert torch.equal(m[1], torch.zeros(10, 10))  # constant map -> zeros, never NaN
+    assert torch.isnan(m[1]).all()  # constant map: undefined, as the metric sees it (drawn as "no map")
+    from bam.metrics import normalise_maps, positive_map
+
+    torch.testing.assert_close(m, normalise_maps(positive_map(e))[0], equal_nan=True)  # one normalisation

@@ -28,7 +28,11 @@ def test_registry_metadata() -> None:
     assert (info.direction, info.range, info.chance) == ("higher", (-1.0, 1.0), 0.0)
     assert get_metric_info("idr").chance == 0.5
     assert {n.role for n in info.needs(10)} == {"obj", "scene"}
-    assert [n.role for n in get_metric_info("rmcs").needs(3)] == ["commonality-1", "commonality-2", "commonality-3"]
+    rmcs_info = get_metric_info("rmcs")
+    assert [n.role for n in rmcs_info.needs(3)] == ["commonality-3"]  # the reference model, always
+    assert [n.role for n in rmcs_info.optional_needs(3)] == ["commonality-1", "commonality-2"]  # curve points
+    assert rmcs_info.min_optional == 2 and rmcs_info.context == ("num_k",)
+    assert dict(get_metric_info("iir").defaults) == {"threshold": 0.1}
     assert METRICS.get("iir") is iir
 
 

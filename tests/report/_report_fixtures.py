@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bam.report._schema import RESULTS_COLUMNS
+from bam.schema import RESULTS_COLUMNS
 
 METHODS = ("gradcam", "gradient", "smoothgrad", "random", "edge")
 METRICS = {  # metric -> (model pair, direction, chance)
@@ -24,7 +24,7 @@ def results_rows(values: dict[str, float] | None = None, curve_k: int = 9,
                  curve_direction: str = "none") -> list[dict[str, object]]:
     """Rows of a schema-1 results.csv: 4 metrics x methods plus RMCS curve points k = 1..curve_k.
 
-    The format follows ``bam.evaluate.results``: model_pair = roles joined by "|", model_hashes =
+    The format follows ``bam.evaluate.summarise``: model_pair = roles joined by "|", model_hashes =
     16-hex prefixes joined by "|".
     """
     values = dict(BASE_VALUES, **(values or {}))
@@ -70,9 +70,9 @@ def write_records(path: Path, methods: tuple[str, ...] = METHODS, n: int = 8, se
             for role, g in (("obj", g_obj), ("scene", g_scene)):
                 rows.append({"image_id": image_id, "subset": role, "input": "composite", "model_role": role,
                              "model_hash": "h" + role, "method": method, "method_hash": "m" + method,
-                             "prediction": 1, "label": 1, "correct": True, "g": g, "valid": True})
+                             "prediction": 1, "label": 1, "correct": True, "g": g, "valid": True, "status": "ok"})
             rows.append({"image_id": image_id, "subset": "scene_only", "input": "scene_only", "model_role": "scene",
                          "model_hash": "hscene", "method": method, "method_hash": "m" + method,
-                         "prediction": 1, "label": 1, "correct": True, "g": -5.0, "valid": True})
+                         "prediction": 1, "label": 1, "correct": True, "g": -5.0, "valid": True, "status": "ok"})
     pd.DataFrame(rows).to_csv(path, index=False)
     return path

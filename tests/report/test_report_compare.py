@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from bam.cli.main import cli
 from bam.errors import BamError
 from bam.report import compare_results, read_results
-from bam.report._schema import RESULTS_COLUMNS
+from bam.schema import RESULTS_COLUMNS
 
 
 def run(*args: object) -> tuple[int, str, str]:

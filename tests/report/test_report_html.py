@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from bam.cli.main import cli
 from bam.report._cases import worst_mcs_cases
-from bam.report._schema import read_records
+from bam.schema import read_records
 from bam.report.figures import heatmap
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +31,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     write_records(d / "records.csv")
     (d / "provenance.json").write_text(json.dumps({
         "dataset": "tiny", "manifest_hash": "ab" * 32, "seed": 7, "device": "cpu", "wall_time_s": 12.5,
-        "versions": {"bam": "0.1.0", "torch": "2.x"}, "checkpoints": {"obj": "11" * 32},
+        "versions": {"bam": "0.1.0", "torch": "2.x"}, "checkpoints": {"standard:obj": {"weights_sha256": "11" * 32, "arch": "small_resnet"}},
     }))
     rng = np.random.default_rng(0)
     e, h = 2, 16
@@ -93,7 +93,7 @@ def test_provenance_and_worst_cases(report: tuple[Path, str]) -> None:
     assert "<td>seed</td><td>7</td>" in text and "<td>wall time (s)</td><td>12.5</td>" in text
     assert "<td>versions</td><td>bam 0.1.0, torch 2.x</td>" in text
     assert "<td>dataset manifest hash</td><td>" + "ab" * 32 + "</td>" in text
-    assert "<td>models</td><td>obj: " + "11" * 8 + "</td>" in text
+    assert "<td>models</td><td>standard:obj: small_resnet " + "11" * 8 + "</td>" in text
     # worst cases: slow reference over the same records
     rec = pd.read_csv(out.parent.parent / "records.csv")
     comp = rec[rec["input"] == "composite"].pivot(index=["method", "image_id"], columns="model_role", values="g")
@@ -112,7 +112,7 @@ def test_worst_cases_apply_the_mcs_filter(tmp_path: Path) -> None:
             inp: str = "composite") -> None:
         rows.append({"image_id": image_id, "subset": role, "input": inp, "model_role": role, "model_hash": "h",
                      "method": "m", "method_hash": "x", "prediction": 0, "label": 0, "correct": correct, "g": g,
-                     "valid": valid})
+                     "valid": valid, "status": "ok" if valid else "method_failed"})
 
     for i, (go, gs) in enumerate([(0.9, 0.1), (0.2, 0.6), (0.5, 0.5), (0.0, 1.0), (0.1, 0.95)]):
         add(f"i{i}", "obj", go)
@@ -131,7 +131,7 @@ def test_worst_cases_apply_the_mcs_filter(tmp_path: Path) -> None:
 
 
 def test_heatmap_normalisation_known_answers() -> None:
-    assert np.array_equal(heatmap(np.full((3, 4, 4), 2.0)), np.zeros((4, 4)))
+    assert np.isnan(heatmap(np.full((3, 4, 4), 2.0))).all()  # constant: no map, as the metric sees it
     attr = np.zeros((2, 1, 101))
     attr[0, 0] = np.arange(101)  # M = 0..100 (the second channel is negative: dropped)
     attr[1, 0] = -np.arange(101)
@@ -153,7 +153,7 @@ def test_minimal_results_dir_and_errors(tmp_path: Path) -> None:
     assert f'<img alt="grid.png" src="data:image/png;base64,{base64.b64encode(png).decode()}">' in text
     assert (tmp_path / "figures" / "ranking_mcs.png").read_bytes().startswith(PNG_MAGIC)
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "nowhere")])
-    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "results directory not found" in res.stderr
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "nowhere: not found" in res.stderr
     (tmp_path / "examples.safetensors").write_bytes(b"not a safetensors file")
     res = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert res.exit_code == 2 and res.stderr.startswith("error: cannot read examples file"), res.stderr

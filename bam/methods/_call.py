@@ -84,12 +84,15 @@ def get_info(name: str) -> MethodInfo:
 
 
 def resolve_params(info: MethodInfo, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overridden by ``params``; unknown names raise (plug-ins accept anything)."""
+    """Defaults overridden by ``params``, validated by ``info.check``; unknown names raise
+    (plug-ins accept anything)."""
     unknown = set(params) - set(info.defaults) - {"micro_batch", "seed"}
     if unknown and info.family != "plugin":
         raise BamError(f"unknown parameter(s) {', '.join(sorted(unknown))} for method {info.name!r}; "
                        f"accepted: {', '.join(sorted(info.defaults)) or '(none)'}, micro_batch, seed")
-    return {**info.defaults, **params}
+    resolved = {**info.defaults, **params}
+    info.check({k: v for k, v in resolved.items() if k not in ("micro_batch", "seed")})
+    return resolved
 
 
 def check_model(info: MethodInfo, model: torch.nn.Module | None) -> None:

@@ -1,0 +1,274 @@
+"""Planning an evaluation: a pure function from (data, models, config) to a frozen :class:`EvalPlan`.
+
+The plan says everything the evaluation will do before any image is attributed: which methods
+(with resolved, validated parameters) run on which model *kind* (``standard`` models, or the
+``invertible`` models the invertible methods need), which metrics run with which parameters and
+which val images, the *units* of work (one model on one subset/input over a list of images, for a
+list of methods), and what is skipped and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from bam._io import hash_json
+from bam.data.protocols import DatasetLike
+from bam.errors import BamError, choices_error
+from bam.evaluate.config import EvalConfig
+from bam.methods import MethodInfo, list_methods, resolve_method, resolve_params
+from bam.metrics import METRICS, MetricInfo, Need, get_metric_info, list_metrics
+from bam.models.checkpoint import ModelCard
+
+log = logging.getLogger("bam.evaluate")
+
+#: Model kinds: invertible methods run on invertible models, every other method on standard ones.
+MODEL_KINDS: tuple[str, ...] = ("standard", "invertible")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A loaded model with its card and checkpoint path."""
+
+    model: torch.nn.Module
+    card: ModelCard
+    path: str = ""
+
+    @property
+    def sha256(self) -> str:
+        """The checkpoint's weights sha256 (identifies the model in cache keys and reports)."""
+        return str(self.card.weights_sha256)
+
+    @property
+    def kind(self) -> str:
+        """``invertible`` or ``standard``."""
+        return "invertible" if self.card.invertible else "standard"
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """A method to evaluate: name, metadata, resolved parameters (their hash names the cache entries)."""
+
+    name: str
+    info: MethodInfo
+    params: Mapping[str, Any]
+    params_hash: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class MetricPlan:
+    """A metric to compute for the methods of one model kind, on these images, with these parameters."""
+
+    name: str
+    info: MetricInfo
+    kind: str
+    needs: tuple[Need, ...]
+    image_ids: tuple[str, ...]
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model on one (subset, input) over ``image_ids``, for ``methods`` (names)."""
+
+    kind: str
+    need: Need
+    model: ModelEntry
+    image_ids: tuple[str, ...]
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A metric that cannot run for the methods of one model kind: the model roles it lacks."""
+
+    metric: str
+    kind: str
+    methods: tuple[str, ...]
+    missing_roles: tuple[str, ...]
+    #: True when the config names the metric (and the methods) explicitly: the skip is an error
+    required: bool
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """Everything an evaluation will compute (see the module docstring)."""
+
+    config: EvalConfig
+    data: DatasetLike
+    seed: int
+    methods: tuple[MethodPlan, ...]
+    metrics: tuple[MetricPlan, ...]
+    units: tuple[Unit, ...]
+    skipped: tuple[Skip, ...]
+    models: Mapping[str, Mapping[str, ModelEntry]]  # kind -> role -> entry
+
+    def method(self, name: str) -> MethodPlan:
+        """The plan of method ``name``."""
+        return next(m for m in self.methods if m.name == name)
+
+    @property
+    def unit_kinds(self) -> tuple[str, ...]:
+        """Model kinds with at least one unit."""
+        return tuple(k for k in MODEL_KINDS if any(u.kind == k for u in self.units))
+
+
+def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only copy."""
+    return types.MappingProxyType(dict(d))
+
+
+def method_kind(info: MethodInfo) -> str:
+    """``invertible`` when the method requires an invertible model, else ``standard``."""
+    return "invertible" if "invertible" in tuple(info.requires) else "standard"
+
+
+def plan_methods(config: EvalConfig, names: Sequence[str]) -> tuple[MethodPlan, ...]:
+    """Resolve every method (built-in or plug-in) and validate its parameters (defaults + overrides)."""
+    plans = []
+    for name in names:
+        _fn, info = resolve_method(name)
+        params = resolve_params(info, config.params_for(name))
+        params.pop("micro_batch", None)
+        params.pop("seed", None)
+        plans.append(MethodPlan(name, info, _frozen(params), hash_json([name, params])[:16], method_kind(info)))
+    return tuple(plans)
+
+
+def check_config_names(config: EvalConfig) -> None:
+    """Names in ``images``, ``method_params`` and ``metric_params`` must be registered (typos are errors)."""
+    metrics = list_metrics()
+    for section in ("images", "metric_params"):
+        for key in dict(getattr(config, section)):
+            if key not in metrics:
+                raise choices_error(f"metric in eval config {section}", key, metrics)
+    methods = list_methods()
+    for key in dict(config.method_params):
+        if key not in methods and ":" not in key:
+            raise choices_error("method in eval config method_params", key, methods,
+                                "or a plug-in as package.module:callable")
+    for metric, overrides in dict(config.metric_params).items():
+        info = get_metric_info(metric)
+        unknown = sorted(set(overrides) - set(info.defaults))
+        if unknown:
+            raise BamError(f"unknown parameter(s) {', '.join(unknown)} for metric {metric!r} in eval config "
+                           f"metric_params; accepted: {', '.join(sorted(info.defaults)) or '(none)'}")
+
+
+def models_by_kind(models: Sequence[ModelEntry]) -> dict[str, dict[str, ModelEntry]]:
+    """{kind: {role: entry}}; two models of one kind with the same role raise a BamError."""
+    out: dict[str, dict[str, ModelEntry]] = {k: {} for k in MODEL_KINDS}
+    for e in models:
+        role = str(e.card.role)
+        if role in out[e.kind]:
+            raise BamError(f"two {e.kind} models with role {role!r}: {out[e.kind][role].path} and {e.path}; "
+                           "keep one per role in the models directory")
+        out[e.kind][role] = e
+    return out
+
+
+def check_manifest(entry: ModelEntry, manifest_hash: str) -> None:
+    """BamError when a model was trained on another dataset build than the one evaluated."""
+    got = str(entry.card.dataset_manifest_hash)
+    if got != manifest_hash:
+        raise BamError(f"model {entry.path or entry.card.role} was trained on dataset manifest {got[:16]}..., "
+                       f"but the data has manifest {manifest_hash[:16]}... (full: {got} vs {manifest_hash}); "
+                       "evaluate with the dataset it was trained on or retrain it")
+
+
+def select_ids(data: DatasetLike, subset: str, limit: int | None, selection_seed: int) -> tuple[str, ...]:
+    """The val image ids of ``subset`` a metric uses: a fixed seeded permutation, first ``limit``.
+
+    The permutation depends only on ``selection_seed`` and the ids, so a smaller limit selects a
+    prefix of a larger one and the chunks (and their cache entries) are shared.
+    """
+    ids = [str(i) for i in data.subset(subset, split="val").table["image_id"]]
+    order = np.random.default_rng(selection_seed).permutation(len(ids))
+    chosen = tuple(ids[i] for i in order)
+    return chosen if limit is None else chosen[:limit]
+
+
+def needed_roles(config: EvalConfig, num_k: int) -> set[str]:
+    """Every model role the config's metrics can read (so that only those models are loaded)."""
+    names = list(config.metrics) or list_metrics()
+    return {n.role for m in names if m in METRICS
+            for n in (*get_metric_info(m).needs(num_k), *get_metric_info(m).optional_needs(num_k))}
+
+
+def _feasible(info: MetricInfo, num_k: int,
+              roles: Mapping[str, ModelEntry]) -> tuple[tuple[Need, ...], tuple[str, ...]]:
+    """(the needs the metric reads with these models, the roles it lacks); lacking roles = not runnable."""
+    required = info.needs(num_k)
+    optional = info.optional_needs(num_k)
+    missing = tuple(sorted({n.role for n in required if n.role not in roles}))
+    have = tuple(n for n in optional if n.role in roles)
+    if not missing and len(have) < info.min_optional:
+        missing = tuple(n.role for n in optional if n.role not in roles)
+    if missing:
+        return (), missing
+    absent = [n.role for n in optional if n.role not in roles]
+    if absent:
+        log.warning("%s: no model for %s; it uses the others", info.name, ", ".join(absent))
+    return (*required, *have), ()
+
+
+def _units(metrics: Sequence[MetricPlan], methods: Sequence[MethodPlan],
+           models: Mapping[str, Mapping[str, ModelEntry]]) -> tuple[Unit, ...]:
+    """The (kind, model, subset, input) units with their image ids and methods, in a fixed order."""
+    ids: dict[tuple[str, Need], list[str]] = {}
+    for mp in metrics:
+        for n in mp.needs:
+            have = ids.setdefault((mp.kind, n), [])
+            seen = set(have)
+            have.extend(i for i in mp.image_ids if i not in seen)
+    keys = sorted(ids, key=lambda k: (k[0], k[1].role, k[1].subset, k[1].input))
+    return tuple(Unit(kind, need, models[kind][need.role], tuple(ids[(kind, need)]),
+                      tuple(m.name for m in methods if m.kind == kind)) for kind, need in keys)
+
+
+def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) -> EvalPlan:
+    """Decide what an evaluation computes (pure: no model is run, nothing is written).
+
+    A metric whose model roles are missing is skipped for that model kind (:class:`Skip`); it is
+    ``required`` when ``config.metrics`` names it and ``config.methods`` names methods of that kind
+    (or the kind is ``standard``). A model trained on another dataset build raises a BamError.
+    """
+    check_config_names(config)
+    by_kind = models_by_kind(models)
+    num_k = len(data.scene_classes)
+    methods = plan_methods(config, list(config.methods) or list_methods())
+    for name in config.metrics:
+        METRICS.get(name)
+    names = sorted(set(config.metrics) or set(list_metrics()), key=list_metrics().index)
+    selections: dict[str, tuple[str, ...]] = {}
+    metric_plans: list[MetricPlan] = []
+    skipped: list[Skip] = []
+    for kind in MODEL_KINDS:
+        kind_methods = tuple(m.name for m in methods if m.kind == kind)
+        if not kind_methods:
+            continue
+        for name in names:
+            info = get_metric_info(name)
+            needs, missing = _feasible(info, num_k, by_kind[kind])
+            if missing:
+                required = name in config.metrics and (bool(config.methods) or kind == "standard")
+                skipped.append(Skip(name, kind, kind_methods, missing, required))
+                continue
+            for n in needs:
+                check_manifest(by_kind[kind][n.role], data.manifest_hash)
+            if name not in selections:
+                selections[name] = select_ids(data, info.selection_subset, config.image_limit(name),
+                                              config.selection_seed)
+            context = {"num_k": num_k}
+            params = {**info.defaults, **config.metric_params_for(name), **{c: context[c] for c in info.context}}
+            metric_plans.append(MetricPlan(name, info, kind, needs, selections[name], _frozen(params)))
+    return EvalPlan(config=config, data=data, seed=int(config.seed), methods=methods, metrics=tuple(metric_plans),
+                    units=_units(metric_plans, methods, by_kind), skipped=tuple(skipped),
+                    models=_frozen({k: _frozen(v) for k, v in by_kind.items()}))
