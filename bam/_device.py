@@ -6,8 +6,6 @@ import torch
 
 from bam.errors import BamError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(name: str | None) -> torch.device:
     """``auto`` -> cuda when available else cpu; ``cuda[:i]`` must exist."""

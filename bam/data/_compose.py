@@ -56,22 +56,6 @@ def _window_index(ox: Tensor, oy: Tensor, window: int, size: int, batch: Tensor,
     return plane[:, :, None, None] * (size * size) + pixel[:, None]
 
 
-def render_objects(objects: Tensor, object_hw: Tensor, boxes: Tensor, image_size: int) -> tuple[Tensor, Tensor]:
-    """Full-canvas version of :func:`render_window`: RGB [M, 3, W, W] (zero outside the window)
-    and mask [M, 1, W, W] (float {0, 1})."""
-    m = objects.shape[0]
-    rgb = torch.zeros(m, 3, image_size, image_size, device=objects.device)
-    mask = torch.zeros(m, 1, image_size, image_size, device=objects.device)
-    if m:
-        ox, oy, win_rgb, win_mask = render_window(objects, object_hw, boxes, image_size)
-        items = torch.arange(m, device=objects.device)
-        rgb.view(-1).index_copy_(0, _window_index(ox, oy, win_mask.shape[-1], image_size, items, 3).reshape(-1),
-                                 win_rgb.reshape(-1))
-        mask.view(-1).index_copy_(0, _window_index(ox, oy, win_mask.shape[-1], image_size, items, 1).reshape(-1),
-                                  win_mask.reshape(-1).float())
-    return rgb, mask
-
-
 def compose(scenes: Tensor, objects: Tensor, object_hw: Tensor, boxes: Tensor, paste: Tensor) -> tuple[Tensor, Tensor]:
     """Images and masks for a batch (SPEC §2.3 / data contract).
 

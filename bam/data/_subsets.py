@@ -23,11 +23,6 @@ def id_width(n: int) -> int:
     return max(4, len(str(n - 1)))
 
 
-def composite_id(obj: str, scene: str, instance: int, width: int) -> str:
-    """The id shared by a composite and its scene-only twin."""
-    return f"{obj}__{scene}__{instance:0{width}d}"
-
-
 def placement_table(recipe: Recipe, n: int, boxes: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per (object, scene, instance), object-major, with split and placement box."""
     objs, scenes = recipe.object_classes, recipe.scene_classes

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from bam.errors import BamError
@@ -96,8 +95,3 @@ def create_model(arch: str, num_classes: int, image_size: int, input_size: int |
     if not isinstance(model, nn.Module):
         raise TypeError(f"arch {arch!r} factory returned {type(model).__name__}, not an nn.Module")
     return model
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

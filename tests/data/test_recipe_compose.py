@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from _data_helpers import TINY
 
 from bam.data import load_recipe
-from bam.data._compose import compose, render_objects
+from bam.data._compose import compose, render_window
 from bam.data._placement import draw_placements
 from bam.errors import BamError
 
@@ -97,14 +97,19 @@ def test_render_matches_interpolate(hc: int, wc: int, w: int, h: int, x0: int, y
     cut[3] = (cut[3] > 0.5).float()
     padded = torch.zeros(1, 4, size, size)
     padded[0, :, :hc, :wc] = cut
-    rgb, mask = render_objects(padded, torch.tensor([[hc, wc]]), torch.tensor([[x0, y0, w, h]]), size)
+    ox, oy, win_rgb, win_mask = render_window(padded, torch.tensor([[hc, wc]]), torch.tensor([[x0, y0, w, h]]), size)
+    n, ox, oy = win_mask.shape[-1], int(ox[0]), int(oy[0])
+    rgb = torch.zeros(3, size, size)
+    rgb[:, oy:oy + n, ox:ox + n] = win_rgb[0]
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[oy:oy + n, ox:ox + n] = win_mask[0]
     ref = F.interpolate(cut[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     box = (slice(y0, y0 + h), slice(x0, x0 + w))
-    assert torch.allclose(rgb[0, :, box[0], box[1]], ref[:3], atol=1e-5)
+    assert torch.allclose(rgb[:, box[0], box[1]], ref[:3], atol=1e-5)
     ref_mask = ref[3] >= 0.5
     ambiguous = (ref[3] - 0.5).abs() < 1e-4
-    assert ((mask[0, 0][box].bool() != ref_mask) & ~ambiguous).sum() == 0
-    assert mask.sum() == mask[0, 0][box].sum()  # nothing outside the box
+    assert ((mask[box] != ref_mask) & ~ambiguous).sum() == 0
+    assert mask.sum() == mask[box].sum()  # nothing outside the box
 
 
 def test_compose_pastes_exactly_the_mask() -> None:

@@ -178,7 +178,7 @@ def test_missing_role_skips_or_errors(data: FakeData, tmp_path: Path, caplog: py
     assert "bam train" in caplog.text and "--role scene_only" in caplog.text
     assert any(s.metric == "iir" and s.missing_roles == ("scene_only",) and not s.required for s in res.skipped)
     # a metric the config names explicitly must run: a missing role is then an error naming the fix
-    with pytest.raises(BamError, match="role.*scene_only.*bam train"):
+    with pytest.raises(BamError, match=r"role.*scene_only.*bam train"):
         run(data, tmp_path / "o2", cfg("bamtest_weighted", metrics=("iir",)), models=models)
 
 

@@ -209,7 +209,7 @@ def _gradcam_reference(net: ConvNet, x: torch.Tensor, t: torch.Tensor) -> torch.
     out = []
     for i in range(x.shape[0]):
         acts = {}
-        h = net.gradcam_layer.register_forward_hook(lambda m, a, o: acts.setdefault("a", o))
+        h = net.gradcam_layer.register_forward_hook(lambda m, a, o, acts=acts: acts.setdefault("a", o))
         logit = net(x[i:i + 1])[0, t[i]]
         h.remove()
         a = acts["a"]
@@ -376,7 +376,7 @@ def test_deeplift_overlapping_maxpool_hand_computed():
 
 def test_deeplift_complete_on_resnet18():
     """ReLU -> overlapping 3x3/2 max-pool stem and a non-zero normalised baseline: captum is off here."""
-    models = pytest.importorskip("bam.models")
+    import bam.models as models
     torch.manual_seed(0)
     net = models.create_model("resnet18", num_classes=3, image_size=32, normalization="imagenet").eval()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -7,10 +7,9 @@ from typing import Any
 import pytest
 import torch
 
+import bam.models as models
 from bam.errors import BamError
 from bam.methods import METHODS, attribute, attribute_full, get_info, list_methods
-
-models = pytest.importorskip("bam.models")
 
 
 def _shipped() -> list[str]:

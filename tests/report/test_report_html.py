@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from bam.cli.main import cli
 from bam.report._cases import worst_mcs_cases
-from bam.schema import read_records
 from bam.report.figures import heatmap
+from bam.schema import read_records
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

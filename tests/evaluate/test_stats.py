@@ -1,0 +1,99 @@
+"""Known answers for the ranking statistics: paired bootstrap, Holm, letters, Kendall's tau and W."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bam.evaluate._stats import holm, kendall_tau, kendall_w, letters, mean_pairwise_tau, paired_difference
+from bam.metrics._base import mean_statistic
+
+
+def _slow_paired(a: dict[str, float], b: dict[str, float], n_boot: int, confidence: float,
+                 seed: int) -> tuple[float, float, float]:
+    """The definition, one resample at a time: same images for both, difference of means."""
+    common = [i for i in a if i in b]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(common), size=(n_boot, len(common)))
+    diffs = []
+    for row in idx:
+        pick = [common[k] for k in row]
+        diffs.append(sum(a[i] for i in pick) / len(pick) - sum(b[i] for i in pick) / len(pick))
+    lo, hi = np.quantile(diffs, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    delta = sum(a[i] for i in common) / len(common) - sum(b[i] for i in common) / len(common)
+    return delta, float(lo), float(hi)
+
+
+def test_paired_bootstrap_equals_the_slow_reference() -> None:
+    rng = np.random.default_rng(0)
+    ids_a = [f"i{k}" for k in range(40)]
+    ids_b = [f"i{k}" for k in range(5, 50)]  # only i5..i39 are common
+    va, vb = rng.normal(0.3, 0.2, 40), rng.normal(0.2, 0.2, 45)
+    got = paired_difference((ids_a, va), (ids_b, vb), mean_statistic, 500, 0.95, np.random.default_rng(7))
+    want = _slow_paired(dict(zip(ids_a, va)), dict(zip(ids_b, vb)), 500, 0.95, 7)
+    assert got.n_common == 35
+    assert got.delta == pytest.approx(want[0]) and got.ci_low == pytest.approx(want[1])
+    assert got.ci_high == pytest.approx(want[2])
+
+
+def test_paired_bootstrap_known_answers() -> None:
+    ids = [str(k) for k in range(30)]
+    a = np.random.default_rng(1).random(30)
+    # a constant per-image offset: every resample has the same difference, no uncertainty at all
+    d = paired_difference((ids, a), (ids, a - 0.1), mean_statistic, 200, 0.95, np.random.default_rng(0))
+    assert d.delta == pytest.approx(0.1) and d.ci_low == pytest.approx(0.1) and d.ci_high == pytest.approx(0.1)
+    assert d.p_value == 0.0
+    # a method against itself: zero difference, p = 1
+    same = paired_difference((ids, a), (ids, a), mean_statistic, 200, 0.95, np.random.default_rng(0))
+    assert same.delta == 0.0 and same.p_value == 1.0
+    # pairing matters: b = a + noise is resolved paired, although the two CIs of the means overlap
+    noise = np.random.default_rng(2).normal(0, 0.01, 30)
+    tight = paired_difference((ids, a + 0.02 + noise), (ids, a), mean_statistic, 1000, 0.95, np.random.default_rng(3))
+    assert tight.ci_low > 0 and tight.p_value < 1e-6
+    assert paired_difference((["x"], a[:1]), (["y"], a[:1]), mean_statistic, 10, 0.95,
+                             np.random.default_rng(0)).n_common == 0
+
+
+def test_paired_bootstrap_on_a_matrix_statistic() -> None:
+    """Curve statistics (RMCS: a statistic of a [images, k] matrix) resample image rows jointly."""
+    ids = [str(k) for k in range(20)]
+    rng = np.random.default_rng(4)
+    ma, mb = rng.random((20, 3)), rng.random((20, 3))
+
+    def col0(m: np.ndarray) -> float:
+        return float(m[:, 0].mean())
+
+    d = paired_difference((ids, ma), (ids, mb), col0, 300, 0.9, np.random.default_rng(5))
+    ref = paired_difference((ids, ma[:, 0]), (ids, mb[:, 0]), mean_statistic, 300, 0.9, np.random.default_rng(5))
+    assert d.delta == pytest.approx(ref.delta) and d.ci_low == pytest.approx(ref.ci_low)
+
+
+def test_holm_on_a_known_p_value_set() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005, 3*0.01, 2*0.03, max(0.06, 1*0.04)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    out = holm([0.01, math.nan, 0.02])
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+
+
+def test_compact_letter_display() -> None:
+    resolved = {frozenset(p) for p in (("A", "C"), ("A", "D"), ("B", "D"))}
+    got = letters(["A", "B", "C", "D"], lambda x, y: frozenset((x, y)) in resolved)
+    assert got == {"A": "a", "B": "ab", "C": "bc", "D": "c"}
+    assert letters(["A", "B"], lambda x, y: False) == {"A": "a", "B": "a"}
+    assert letters(["A", "B", "C"], lambda x, y: True) == {"A": "a", "B": "b", "C": "c"}
+
+
+def test_kendall_tau_and_w_on_hand_made_rankings() -> None:
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    same = np.array([[0.1, 0.5, 0.9]] * 4)
+    assert kendall_w(same) == pytest.approx(1.0) and mean_pairwise_tau(same) == pytest.approx(1.0)
+    assert kendall_w(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])) == pytest.approx(0.0)
+    # ranks [1,2,3], [1,3,2], [2,1,3]: rank sums 4, 6, 8 -> S = 8 -> W = 12*8 / (3^2 * (27 - 3)) = 4/9
+    scores = np.array([[1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [2.0, 1.0, 3.0]])
+    assert kendall_w(scores) == pytest.approx(4 / 9)
+    assert mean_pairwise_tau(scores) == pytest.approx(np.mean([1 / 3, 1 / 3, -1 / 3]))
