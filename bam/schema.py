@@ -22,13 +22,25 @@ import pandas as pd
 
 from bam.errors import BamError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions :func:`read_results` reads (version 1 lacks the columns of :data:`V2_DEFAULTS`).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 
 #: results.csv columns, in order.
 RESULTS_COLUMNS: tuple[str, ...] = (
     "schema_version", "dataset", "manifest_hash", "model_pair", "model_hashes", "method", "method_params",
-    "metric", "k", "value", "ci_low", "ci_high", "n_used", "n_excluded", "excluded_reasons", "direction",
-    "chance", "images_per_s", "passes_per_image", "peak_memory_mb", "seed",
+    "metric", "metric_params", "k", "space", "value", "ci_low", "ci_high", "n_used", "n_excluded",
+    "excluded_reasons", "direction", "chance", "tier", "images_per_s", "passes_per_image", "peak_memory_mb", "seed",
+)
+#: Columns added in schema 2 and the value a schema-1 file is read with.
+V2_DEFAULTS: dict[str, str] = {"metric_params": "{}", "space": "pixel", "tier": ""}
+#: Attribution spaces (SPEC §5.8): ``pixel`` = [0, 1] image pixels, ``model`` = the network input.
+SPACES: tuple[str, ...] = ("pixel", "model")
+
+#: comparisons.csv columns: one row per (metric, model kind, pair of methods).
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "schema_version", "dataset", "manifest_hash", "model_kind", "metric", "method_a", "method_b", "n_common",
+    "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "resolved", "correction", "confidence",
 )
 #: results.csv columns parsed as floats (empty -> NaN).
 RESULTS_FLOATS: tuple[str, ...] = (
@@ -179,12 +191,23 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     """
     path, what = Path(path), "results file"
     df = _read_text_csv(path, what)
-    _require(df, RESULTS_COLUMNS, path, "results.csv")
+    if "schema_version" not in df.columns:
+        _require(df, RESULTS_COLUMNS, path, "results.csv")
+    if df.empty:
+        _require(df, [c for c in RESULTS_COLUMNS if c not in V2_DEFAULTS], path, "results.csv")
+        return df.reindex(columns=list(dict.fromkeys([*RESULTS_COLUMNS, *df.columns])))
     versions = sorted(set(df["schema_version"].astype(str).str.strip()))
-    if any(v not in {str(SCHEMA_VERSION), f"{SCHEMA_VERSION}.0"} for v in versions):
+    readable = {s for v in READABLE_VERSIONS for s in (str(v), f"{v}.0")}
+    if len(versions) != 1 or versions[0] not in readable:
         raise BamError(f"unsupported results schema_version {', '.join(versions) or '(none)'} in {path}; "
-                       f"expected {SCHEMA_VERSION}")
-    df["schema_version"] = SCHEMA_VERSION
+                       f"accepted: {', '.join(map(str, READABLE_VERSIONS))} (one per file)")
+    version = int(float(versions[0]))
+    if version == 1:
+        for col, default in V2_DEFAULTS.items():
+            if col not in df.columns:
+                df[col] = default
+    _require(df, RESULTS_COLUMNS, path, "results.csv")
+    df["schema_version"] = version
     for col in RESULTS_FLOATS:
         df[col] = pd.Series(_parse(df[col], col, path, what, float_cell, "a number or empty"), index=df.index,
                             dtype=float)
@@ -215,6 +238,19 @@ def _strict_bool(cell: Any) -> bool:
     if b is None:
         raise ValueError(cell)
     return b
+
+
+def read_comparisons(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a ``comparisons.csv``: numbers as floats, ``resolved`` as bool."""
+    path, what = Path(path), "comparisons file"
+    df = _read_text_csv(path, what)
+    _require(df, COMPARISON_COLUMNS, path, "comparisons.csv")
+    for col in ("n_common", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "confidence"):
+        df[col] = pd.Series(_parse(df[col], col, path, what, float_cell, "a number or empty"), index=df.index,
+                            dtype=float)
+    df["resolved"] = pd.Series(_parse(df["resolved"], "resolved", path, what, _strict_bool, "true/false"),
+                               index=df.index, dtype=bool)
+    return df
 
 
 def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:

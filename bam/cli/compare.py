@@ -26,7 +26,7 @@ from bam.cli._common import common_options
 @common_options
 def command(baseline: Path, new: Path, tolerance: float, use_ci: bool, allow_missing: bool, only_changes: bool,
             out: Path | None) -> None:
-    """Compare two results.csv files (schema 1) joined on (dataset, model_pair, method, metric, k).
+    """Compare two results.csv files (schema 1 or 2) joined on (dataset, model_pair, method, metric, k).
 
     \b
     Exit status: 0 when nothing regressed, 1 on a regression or a missing row, 2 on bad input.

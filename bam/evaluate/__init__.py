@@ -18,11 +18,11 @@ from bam.evaluate.config import EvalConfig, PatchConfig
 from bam.evaluate.execute import ExecContext, Execution, execute, gather
 from bam.evaluate.iir_patch import PatchSet, build_patch_set, optimise_patch
 from bam.evaluate.plan import EvalPlan, MethodPlan, MetricPlan, ModelEntry, Skip, Unit, plan
-from bam.evaluate.summarise import summarise, wide_table
+from bam.evaluate.summarise import Summary, summarise, wide_table
 
 __all__ = [
     "OUTPUT_FILES", "EvalConfig", "EvalPlan", "EvalResult", "ExecContext", "Execution", "MethodPlan", "MetricPlan",
-    "ModelEntry", "PatchConfig", "PatchSet", "RecordCache", "Skip", "Unit", "bootstrap_ci", "build_patch_set",
+    "ModelEntry", "PatchConfig", "PatchSet", "RecordCache", "Skip", "Summary", "Unit", "bootstrap_ci", "build_patch_set",
     "evaluate", "evaluate_dir", "execute", "gather", "optimise_patch", "plan", "summarise", "train_hint",
     "wide_table",
 ]

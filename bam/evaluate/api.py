@@ -33,7 +33,7 @@ from bam.outputs import write_output_set
 log = logging.getLogger("bam.evaluate")
 
 #: The files of an evaluation's output set.
-OUTPUT_FILES = ("results.csv", "records.csv", "config.yaml", "provenance.json", EXAMPLES_FILE)
+OUTPUT_FILES = ("results.csv", "comparisons.csv", "records.csv", "config.yaml", "provenance.json", EXAMPLES_FILE)
 
 #: Words a skip: the metric, the kind, the missing roles and how to train them.
 SkipWording = Callable[[Skip], str]
@@ -48,6 +48,7 @@ class EvalResult:
 
     out: Path
     results: pd.DataFrame
+    comparisons: pd.DataFrame
     records: pd.DataFrame
     provenance: Mapping[str, object]
     skipped: tuple[Skip, ...]
@@ -123,13 +124,14 @@ def evaluate(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig
     if merged is None:
         return None
     records = records_frame(merged.batches)
-    results = summarise(p, records, merged.costs)
+    summary = summarise(p, records, merged.costs)
     ex = examples(p, ctx.device, out / EXAMPLES_FILE)
     failures = {**(ex.failures if ex else {}), **merged.failures}
     facts = RunFacts(device=ctx.device, world_size=ctx.dist.world_size, wall_time_s=time.perf_counter() - t0,
                      skipped=skipped)
     prov = provenance(p, merged, facts) | {"failures": failures}
-    files = {"results.csv": csv_bytes(results), "records.csv": csv_bytes(records),
+    files = {"results.csv": csv_bytes(summary.results), "comparisons.csv": csv_bytes(summary.comparisons),
+             "records.csv": csv_bytes(records),
              "config.yaml": dump_yaml(config).encode(), "provenance.json": dumps_json(prov).encode()}
     if ex is not None:
         files[EXAMPLES_FILE] = tensors_bytes(ex.tensors, metadata=ex.metadata)
@@ -137,8 +139,8 @@ def evaluate(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig
     failed = _failed_everywhere(records, merged.failures)
     for m, msg in failed.items():
         log.warning("method %s failed on every image: %s", m, msg)
-    return EvalResult(out=out, results=results, records=records, provenance=prov, skipped=p.skipped,
-                      failed_everywhere=failed)
+    return EvalResult(out=out, results=summary.results, comparisons=summary.comparisons, records=records,
+                      provenance=prov, skipped=p.skipped, failed_everywhere=failed)
 
 
 def evaluate_dir(data_dir: str | os.PathLike[str], models_dir: str | os.PathLike[str], config: EvalConfig,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bam.errors import BamError
+from bam.schema import SPACES
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ class EvalConfig:
     ``methods``/``metrics``: empty = every registered one; a metric named here must run (a missing
     model role is then an error, not a skip). ``images``: metric -> number of val images (null =
     all; the selection is a fixed seeded permutation of the val images, so a smaller limit is a
-    prefix of a larger one). ``method_params``: method -> parameter overrides of its paper defaults.
+    prefix of a larger one). ``method_images``: method -> at most this many images per metric (a
+    prefix of the metric's selection; for expensive methods; every results row reports its n).
+    ``method_params``: method -> parameter overrides of its paper defaults.
     ``metric_params``: metric -> parameter overrides of its defaults (``bam.metrics`` MetricInfo,
     e.g. ``iir: {threshold: 0.1}``). ``batch_size``: images per chunk (one cache file per chunk);
     ``micro_batch``: rows per forward/backward inside methods (null = the method's default).
@@ -52,6 +55,7 @@ class EvalConfig:
     methods: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     images: Mapping[str, Any] = field(default_factory=dict)
+    method_images: Mapping[str, Any] = field(default_factory=dict)
     method_params: Mapping[str, Any] = field(default_factory=dict)
     metric_params: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 32
@@ -63,9 +67,13 @@ class EvalConfig:
     iir_patch: PatchConfig = field(default_factory=PatchConfig)
     #: val composites attributed by every method for the report's heatmap gallery (0 = none)
     examples: int = 4
+    #: attribution space (SPEC §5.8): "pixel" ([0, 1] image pixels) or "model" (the network input)
+    space: str = "pixel"
     description: str = ""
 
     def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise BamError(f"space {self.space!r} is invalid; accepted: {', '.join(SPACES)}")
         if self.batch_size < 1:
             raise BamError(f"batch_size {self.batch_size} must be >= 1")
         if self.examples < 0:
@@ -74,9 +82,10 @@ class EvalConfig:
             raise BamError(f"micro_batch {self.micro_batch} must be >= 1 or null")
         if self.bootstrap < 0 or not 0 < self.confidence < 1:
             raise BamError(f"bootstrap {self.bootstrap} / confidence {self.confidence}; accepted: >= 0 / in (0, 1)")
-        for k, v in dict(self.images).items():
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise BamError(f"images.{k} = {v!r}; accepted: a positive integer or null (all)")
+        for section in ("images", "method_images"):
+            for k, v in dict(getattr(self, section)).items():
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                    raise BamError(f"{section}.{k} = {v!r}; accepted: a positive integer or null (all)")
         for section in ("method_params", "metric_params"):
             for k, v in dict(getattr(self, section)).items():
                 if not isinstance(v, Mapping):
@@ -85,6 +94,14 @@ class EvalConfig:
     def image_limit(self, metric: str) -> int | None:
         """How many val images ``metric`` uses (None = all)."""
         return dict(self.images).get(metric)
+
+    def method_image_cap(self, method: str) -> int | None:
+        """At most this many images per metric for ``method`` (None = the metric's selection)."""
+        return dict(self.method_images).get(method)
+
+    def space_for(self, method: str) -> str:
+        """The attribution space ``method`` runs in (controls and invertible methods: pixel)."""
+        return self.space
 
     def params_for(self, method: str) -> dict[str, Any]:
         """Parameter overrides for ``method`` (may be empty)."""

@@ -220,20 +220,33 @@ def _run_chunk(chunk: _Chunk) -> None:
     unchanged = chunk.unchanged()
     u = chunk.unit
     for name in u.methods:
-        method = chunk.plan.method(name)
-        key = _key(chunk.plan, u, chunk.ids, method)
-        payload = run.cache.get("records", key)
-        if payload is None:
-            payload = _compute(chunk, method, preds, key)
-        fields = {"method": name, "method_hash": method.params_hash, "model_role": u.need.role,
-                  "model_hash": u.model.sha256[:16], "subset": u.need.subset, "input": u.need.input}
-        run.batches.append(batch_from_payload(fields, chunk.ids, preds, payload, unchanged))
-        failed = "error" in payload
-        run.costs.append(Cost(method=name, role=u.need.role, input=u.need.input,
-                              seconds=float(payload.get("seconds", 0.0)), images=0 if failed else len(chunk.ids),
-                              peak_mb=float(payload.get("peak_mb", 0.0)),
-                              forward_rows=int(payload.get("forward_rows", -1)),
-                              backward_rows=int(payload.get("backward_rows", -1))))
+        ids = u.ids_for(name, chunk.ids)
+        if len(ids) == len(chunk.ids):
+            _run_method(chunk, name, preds, unchanged)
+        elif ids:  # a method capped to fewer images (method_images): the part of the chunk it needs
+            pos = [chunk.ids.index(i) for i in ids]
+            part = _Chunk(run, u, ids, chunk.patch)
+            part_preds = {k: [v[p] for p in pos] for k, v in preds.items()}
+            _run_method(part, name, part_preds, None if unchanged is None else [unchanged[p] for p in pos])
+
+
+def _run_method(chunk: _Chunk, name: str, preds: Mapping[str, Any], unchanged: list[bool] | None) -> None:
+    """Records of one method on the chunk (from cache or computed)."""
+    run, u = chunk.run, chunk.unit
+    method = chunk.plan.method(name)
+    key = _key(chunk.plan, u, chunk.ids, method)
+    payload = run.cache.get("records", key)
+    if payload is None:
+        payload = _compute(chunk, method, preds, key)
+    fields = {"method": name, "method_hash": method.params_hash, "model_role": u.need.role,
+              "model_hash": u.model.sha256[:16], "subset": u.need.subset, "input": u.need.input}
+    run.batches.append(batch_from_payload(fields, chunk.ids, preds, payload, unchanged))
+    failed = "error" in payload
+    run.costs.append(Cost(method=name, role=u.need.role, input=u.need.input,
+                          seconds=float(payload.get("seconds", 0.0)), images=0 if failed else len(chunk.ids),
+                          peak_mb=float(payload.get("peak_mb", 0.0)),
+                          forward_rows=int(payload.get("forward_rows", -1)),
+                          backward_rows=int(payload.get("backward_rows", -1))))
 
 
 def execute(plan: EvalPlan, cache: RecordCache, ctx: ExecContext,

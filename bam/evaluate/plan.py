@@ -64,7 +64,10 @@ class MethodPlan:
 
 @dataclass(frozen=True)
 class MetricPlan:
-    """A metric to compute for the methods of one model kind, on these images, with these parameters."""
+    """A metric to compute for the methods of one model kind, on these images, with these parameters.
+
+    ``caps``: method -> how many of ``image_ids`` (a prefix) it uses, for methods with fewer images.
+    """
 
     name: str
     info: MetricInfo
@@ -72,17 +75,32 @@ class MetricPlan:
     needs: tuple[Need, ...]
     image_ids: tuple[str, ...]
     params: Mapping[str, Any]
+    caps: Mapping[str, int]
+
+    def ids_for(self, method: str) -> tuple[str, ...]:
+        """The images ``method`` is scored on for this metric."""
+        cap = self.caps.get(method)
+        return self.image_ids if cap is None else self.image_ids[:cap]
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One model on one (subset, input) over ``image_ids``, for ``methods`` (names)."""
+    """One model on one (subset, input) over ``image_ids``, for ``methods`` (names).
+
+    ``subsets``: method -> the image ids it needs here, for methods that do not need all of them.
+    """
 
     kind: str
     need: Need
     model: ModelEntry
     image_ids: tuple[str, ...]
     methods: tuple[str, ...]
+    subsets: Mapping[str, frozenset[str]]
+
+    def ids_for(self, method: str, ids: Sequence[str]) -> list[str]:
+        """The part of ``ids`` that ``method`` needs."""
+        want = self.subsets.get(method)
+        return list(ids) if want is None else [i for i in ids if i in want]
 
 
 @dataclass(frozen=True)
@@ -150,10 +168,11 @@ def check_config_names(config: EvalConfig) -> None:
             if key not in metrics:
                 raise choices_error(f"metric in eval config {section}", key, metrics)
     methods = list_methods()
-    for key in dict(config.method_params):
-        if key not in methods and ":" not in key:
-            raise choices_error("method in eval config method_params", key, methods,
-                                "or a plug-in as package.module:callable")
+    for section in ("method_params", "method_images"):
+        for key in dict(getattr(config, section)):
+            if key not in methods and ":" not in key:
+                raise choices_error(f"method in eval config {section}", key, methods,
+                                    "or a plug-in as package.module:callable")
     for metric, overrides in dict(config.metric_params).items():
         info = get_metric_info(metric)
         unknown = sorted(set(overrides) - set(info.defaults))
@@ -223,14 +242,23 @@ def _units(metrics: Sequence[MetricPlan], methods: Sequence[MethodPlan],
            models: Mapping[str, Mapping[str, ModelEntry]]) -> tuple[Unit, ...]:
     """The (kind, model, subset, input) units with their image ids and methods, in a fixed order."""
     ids: dict[tuple[str, Need], list[str]] = {}
+    per_method: dict[tuple[str, Need], dict[str, set[str]]] = {}
     for mp in metrics:
         for n in mp.needs:
             have = ids.setdefault((mp.kind, n), [])
             seen = set(have)
             have.extend(i for i in mp.image_ids if i not in seen)
-    keys = sorted(ids, key=lambda k: (k[0], k[1].role, k[1].subset, k[1].input))
-    return tuple(Unit(kind, need, models[kind][need.role], tuple(ids[(kind, need)]),
-                      tuple(m.name for m in methods if m.kind == kind)) for kind, need in keys)
+            sets = per_method.setdefault((mp.kind, n), {})
+            for m in methods:
+                if m.kind == mp.kind:
+                    sets.setdefault(m.name, set()).update(mp.ids_for(m.name))
+    units = []
+    for kind, need in sorted(ids, key=lambda k: (k[0], k[1].role, k[1].subset, k[1].input)):
+        everything = set(ids[(kind, need)])
+        subsets = {m: frozenset(s) for m, s in per_method[(kind, need)].items() if s != everything}
+        units.append(Unit(kind, need, models[kind][need.role], tuple(ids[(kind, need)]),
+                          tuple(m.name for m in methods if m.kind == kind), _frozen(subsets)))
+    return tuple(units)
 
 
 def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) -> EvalPlan:
@@ -268,7 +296,9 @@ def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) ->
                                               config.selection_seed)
             context = {"num_k": num_k}
             params = {**info.defaults, **config.metric_params_for(name), **{c: context[c] for c in info.context}}
-            metric_plans.append(MetricPlan(name, info, kind, needs, selections[name], _frozen(params)))
+            caps = {m.name: c for m in methods if m.kind == kind and (c := config.method_image_cap(m.name)) is not None
+                    and c < len(selections[name])}
+            metric_plans.append(MetricPlan(name, info, kind, needs, selections[name], _frozen(params), _frozen(caps)))
     return EvalPlan(config=config, data=data, seed=int(config.seed), methods=methods, metrics=tuple(metric_plans),
                     units=_units(metric_plans, methods, by_kind), skipped=tuple(skipped),
                     models=_frozen({k: _frozen(v) for k, v in by_kind.items()}))

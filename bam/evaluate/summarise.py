@@ -6,12 +6,14 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from bam.data.protocols import dataset_name
 from bam.evaluate._bootstrap import bootstrap_ci, row_rng
+from bam.evaluate._pairs import compare_methods
 from bam.evaluate._records import records_for
 from bam.evaluate.execute import Cost
 from bam.evaluate.plan import EvalPlan, MethodPlan, MetricPlan
@@ -45,7 +47,7 @@ def cost_of(costs: Sequence[Cost], method: str, roles: Sequence[str]) -> dict[st
 
 
 def _row(plan: EvalPlan, mp: MetricPlan, method: MethodPlan, v: MetricValue, costs: Sequence[Cost]) -> dict[str, Any]:
-    """One results.csv row for a metric value (or a curve point) of one method."""
+    """One results.csv row for a metric value (or a curve point) of one method (tier filled later)."""
     cfg = plan.config
     roles = plan.models[mp.kind]
     lo, hi = bootstrap_ci(v.per_image, v.statistic, cfg.bootstrap, cfg.confidence,
@@ -59,27 +61,47 @@ def _row(plan: EvalPlan, mp: MetricPlan, method: MethodPlan, v: MetricValue, cos
         "model_pair": "|".join(v.roles),
         "model_hashes": "|".join(roles[r].sha256[:16] for r in v.roles if r in roles),
         "method": method.name, "method_params": json.dumps(dict(method.params), sort_keys=True, default=str),
-        "metric": v.metric, "k": "" if v.k is None else int(v.k), "value": _num(v.value),
+        "metric": v.metric, "metric_params": json.dumps(dict(mp.params), sort_keys=True, default=str),
+        "k": "" if v.k is None else int(v.k), "space": plan.config.space_for(method.name), "value": _num(v.value),
         "ci_low": _num(lo), "ci_high": _num(hi), "n_used": v.n_used, "n_excluded": v.n_excluded,
         "excluded_reasons": json.dumps(dict(v.excluded), sort_keys=True),
-        "direction": "none" if v.k is not None else mp.info.direction, "chance": _num(mp.info.chance),
+        "direction": "none" if v.k is not None else mp.info.direction, "chance": _num(mp.info.chance), "tier": "",
         "images_per_s": _num(cost["images_per_s"], 3), "passes_per_image": _num(cost["passes_per_image"], 3),
         "peak_memory_mb": _num(cost["peak_memory_mb"], 1), "seed": plan.seed,
     }
 
 
-def summarise(plan: EvalPlan, records: pd.DataFrame, costs: Sequence[Cost]) -> pd.DataFrame:
-    """One results row per (method, metric[, k]): value, bootstrap CI, counts and costs.
+@dataclass(frozen=True)
+class Summary:
+    """The tables of an evaluation: one row per (method, metric[, k]), and the pairwise comparisons."""
+
+    results: pd.DataFrame
+    comparisons: pd.DataFrame
+
+
+def summarise(plan: EvalPlan, records: pd.DataFrame, costs: Sequence[Cost]) -> Summary:
+    """Results rows (value, bootstrap CI, counts, costs, tier) and paired method comparisons.
 
     Each metric is called as ``fn(records of one method on the metric's images, **MetricPlan.params)``.
     """
     rows: list[dict[str, Any]] = []
-    for mp in plan.metrics:
+    values: dict[tuple[int, str], MetricValue] = {}
+    for idx, mp in enumerate(plan.metrics):
         fn = METRICS.get(mp.name)
         for method in (m for m in plan.methods if m.kind == mp.kind):
-            value = fn(records_for(records, method.name, mp.image_ids), **dict(mp.params))
-            rows.extend(_row(plan, mp, method, v, costs) for v in (*value.curve, value))
-    df = pd.DataFrame(rows, columns=list(RESULTS_COLUMNS))
+            value = fn(records_for(records, method.name, mp.ids_for(method.name)), **dict(mp.params))
+            values[(idx, method.name)] = value
+            rows.extend({**_row(plan, mp, method, v, costs), "_idx": idx} for v in (*value.curve, value))
+    comparisons, tiers = compare_methods(plan, values, dataset_name(plan.data))
+    for r in rows:
+        if r["k"] == "":
+            r["tier"] = tiers.get((r["_idx"], r["method"]), "")
+    df = pd.DataFrame(rows, columns=[*RESULTS_COLUMNS, "_idx"]).drop(columns="_idx")
+    return Summary(results=_sorted(df), comparisons=comparisons)
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows by method, then metric (protocol order), then k."""
     if df.empty:
         return df
     df["_o"] = df["metric"].map(lambda m: _ORDER.get(m, 99))

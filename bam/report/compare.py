@@ -165,7 +165,7 @@ def read_checked(path: str | os.PathLike[str], role: str) -> pd.DataFrame:
 
 def compare_results(baseline: str | os.PathLike[str], new: str | os.PathLike[str], tolerance: float = 0.05,
                     use_ci: bool = False, allow_missing: bool = False) -> Comparison:
-    """Read two results.csv files (schema 1) and compare them; see :func:`compare_frames`.
+    """Read two results.csv files (schema 1 or 2) and compare them; see :func:`compare_frames`.
 
     An empty file (header only) is an error: an empty baseline would pass every gate.
     """

@@ -1,6 +1,6 @@
 """A self-contained HTML report of one evaluation (SPEC §6).
 
-Input: a results directory holding ``results.csv`` (schema 1) and optionally ``provenance.json``,
+Input: a results directory holding ``results.csv`` (schema 2) and optionally ``provenance.json``,
 ``records.csv``, ``examples.safetensors`` (see :mod:`bam.report._cases`) and ``examples/*.png``.
 Output: one HTML file with inline CSS and every figure embedded as base64 PNG (it opens offline
 and can be mailed), plus the same figures as PNG files in ``figures/`` beside it.

@@ -219,3 +219,20 @@ def test_results_match_the_records(data: FakeData, tmp_path: Path) -> None:
     want = mcs(recs[recs["method"] == "bamtest_weighted"])
     assert res.results.iloc[0]["value"] == pytest.approx(want.value)
     assert pd.read_csv(tmp_path / "o" / "results.csv").shape[0] == len(res.results)
+
+
+def test_method_images_caps_an_expensive_method_to_a_prefix(data: FakeData, tmp_path: Path) -> None:
+    res = run(data, tmp_path / "o", cfg("bamtest_weighted", "bamtest_noisy", metrics=("mcs", "idr"),
+                                        method_images={"bamtest_noisy": 7}))
+    t = res.results.set_index(["method", "metric"])
+    for metric in ("mcs", "idr"):
+        assert t.loc[("bamtest_noisy", metric), "n_used"] + t.loc[("bamtest_noisy", metric), "n_excluded"] == 7
+        assert t.loc[("bamtest_weighted", metric), "n_used"] + t.loc[("bamtest_weighted", metric), "n_excluded"] == 36
+    recs = res.records
+    noisy = recs[(recs["method"] == "bamtest_noisy") & (recs["model_role"] == "obj")]
+    full = recs[(recs["method"] == "bamtest_weighted") & (recs["model_role"] == "obj")]
+    assert len(noisy) == 7 and set(noisy["image_id"]) < set(full["image_id"])
+    # the capped images are the first 7 of the metric's selection: the same as a 7-image run of that method
+    alone = run(data, tmp_path / "alone", cfg("bamtest_noisy", metrics=("mcs", "idr"), images={"mcs": 7, "idr": 7}))
+    a = alone.results.set_index(["method", "metric"])
+    assert a.loc[("bamtest_noisy", "mcs"), "value"] == t.loc[("bamtest_noisy", "mcs"), "value"]

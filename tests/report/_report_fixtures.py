@@ -1,4 +1,4 @@
-"""Helpers for the report/compare tests: tiny results.csv / records.csv files in schema v1."""
+"""Helpers for the report/compare tests: tiny results.csv / records.csv files (results schema 2)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ BASE_VALUES = {"gradcam": 0.6, "gradient": 0.4, "smoothgrad": 0.3, "random": 0.0
 
 def results_rows(values: dict[str, float] | None = None, curve_k: int = 9,
                  curve_direction: str = "none") -> list[dict[str, object]]:
-    """Rows of a schema-1 results.csv: 4 metrics x methods plus RMCS curve points k = 1..curve_k.
+    """Rows of a schema-2 results.csv: 4 metrics x methods plus RMCS curve points k = 1..curve_k.
 
     The format follows ``bam.evaluate.summarise``: model_pair = roles joined by "|", model_hashes =
     16-hex prefixes joined by "|".
@@ -43,7 +43,8 @@ def results_rows(values: dict[str, float] | None = None, curve_k: int = 9,
 def _row(method: str, metric: str, pair: str, k: object, value: float, direction: str, chance: object,
          i: int) -> dict[str, object]:
     return {
-        "schema_version": 1, "dataset": "tiny", "manifest_hash": "ab" * 32, "model_pair": pair,
+        "schema_version": 2, "dataset": "tiny", "manifest_hash": "ab" * 32, "model_pair": pair,
+        "metric_params": "{}", "space": "pixel", "tier": "",
         "model_hashes": "|".join(("1" if n == 0 else "2") * 16 for n in range(pair.count("|") + 1)), "method": method,
         "method_params": json.dumps({"steps": 25} if method == "smoothgrad" else {}), "metric": metric, "k": k,
         "value": round(value, 6), "ci_low": round(value - 0.02, 6), "ci_high": round(value + 0.02, 6),
@@ -54,7 +55,7 @@ def _row(method: str, metric: str, pair: str, k: object, value: float, direction
 
 
 def write_results(path: Path, rows: list[dict[str, object]]) -> Path:
-    """Write rows as a results.csv with exactly the schema-1 columns."""
+    """Write rows as a results.csv with exactly the schema columns."""
     pd.DataFrame(rows, columns=list(RESULTS_COLUMNS)).to_csv(path, index=False)
     return path
 

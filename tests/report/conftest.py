@@ -11,7 +11,7 @@ from _report_fixtures import results_rows, write_results
 
 @pytest.fixture
 def make_results(tmp_path: Path) -> Callable[..., Path]:
-    """Factory: make_results(name, values=None, rows=None) -> path of a schema-1 results.csv."""
+    """Factory: make_results(name, values=None, rows=None) -> path of a schema-2 results.csv."""
 
     def make(name: str = "results.csv", values: dict[str, float] | None = None,
              rows: list[dict[str, object]] | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""`bam compare`: the CI regression gate, on constructed schema-1 results.csv files."""
+"""`bam compare`: the CI regression gate, on constructed results.csv files (schema 2)."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def test_k_is_normalised_for_the_join(make_results: Callable[..., Path], tmp_pat
     "mutate, expect",
     [
         (lambda df: df.drop(columns=["direction"]), "lacks column(s) direction"),
-        (lambda df: df.assign(schema_version=2), "unsupported results schema_version 2"),
+        (lambda df: df.assign(schema_version=3), "unsupported results schema_version 3"),
         (lambda df: df.assign(value="high"), "column 'value' row 1 is 'high'"),
         (lambda df: df.assign(direction="up"), "direction 'up'"),
         (lambda df: pd.concat([df, df.iloc[:1]]), "duplicate row for (dataset='tiny'"),
@@ -204,7 +204,8 @@ def test_ragged_empty_missing_and_foreign_files(make_results: Callable[..., Path
     empty.write_text("")
     foreign = tmp_path / "foreign.csv"
     foreign.write_text("a,b\n1,2\n")
-    for path, expect in ((ragged, "line 4 has 22 fields, expected 21"), (empty, "empty"),
+    n = len(RESULTS_COLUMNS)
+    for path, expect in ((ragged, f"line 4 has {n + 1} fields, expected {n}"), (empty, "empty"),
                          (tmp_path / "nope.csv", "results file not found"), (foreign, "not a bam results.csv")):
         code, _, err = run(base, path)
         assert code == 2 and expect in err and err.count("\n") == 1, err
@@ -212,7 +213,18 @@ def test_ragged_empty_missing_and_foreign_files(make_results: Callable[..., Path
     assert code == 2 and "--tolerance -1" in err
 
 
+def test_schema_1_files_are_read_with_defaults(make_results: Callable[..., Path], tmp_path: Path) -> None:
+    from bam.schema import V2_DEFAULTS, read_results
+
+    path = make_results("v2.csv")
+    old = pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=list(V2_DEFAULTS)).assign(schema_version="1")
+    old.to_csv(tmp_path / "v1.csv", index=False)
+    df = read_results(tmp_path / "v1.csv")
+    assert (df["schema_version"] == 1).all() and (df["space"] == "pixel").all() and (df["tier"] == "").all()
+    assert read_results(path)["value"].tolist() == df["value"].tolist()
+
+
 def test_schema_columns_match_the_architecture_doc() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
-    block = doc.split("`results.csv` (schema version 1)")[1].split("`method_params`")[0]
+    block = doc.split("`results.csv` (schema version 2)")[1].split("`method_params`,")[0]
     assert ", ".join(RESULTS_COLUMNS) in " ".join(block.replace("`", "").split())
