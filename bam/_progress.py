@@ -30,7 +30,6 @@ class LineBar:
         if self.total is None and iterable is not None and hasattr(iterable, "__len__"):
             self.total = len(iterable)  # type: ignore[arg-type]
         self.n = int(options.get("initial", 0))
-        self.unit = str(options.get("unit", "it"))
         self.postfix = ""
         self.closed = False
         self._t0 = time.perf_counter()
@@ -80,7 +79,7 @@ class LineBar:
         total = f"/{self.total}" if self.total is not None else ""
         extra = f", {self.postfix}" if self.postfix else ""
         seconds = time.perf_counter() - self._t0
-        self.stream.write(f"{self.desc}: {self.n}{total} {self.unit} in {seconds:.1f} s{extra}\n")
+        self.stream.write(f"{self.desc}: {self.n}{total} done in {seconds:.1f} s{extra}\n")
         self.stream.flush()
 
 

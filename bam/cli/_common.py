@@ -92,9 +92,9 @@ class SeedType(click.ParamType):
 SEED = SeedType()
 
 
-def seed_option(default: int = 0) -> Callable[[F], F]:
-    """``--seed`` (0..2**32-1), validated before the command runs."""
-    return click.option("--seed", type=SEED, default=default, show_default=True, help="Random seed (0..2**32-1).")
+def seed_option(default: int | None = 0, help: str = "Random seed (0..2**32-1).") -> Callable[[F], F]:
+    """``--seed`` (0..2**32-1), validated before the command runs (None: the config's seed)."""
+    return click.option("--seed", type=SEED, default=default, show_default=default is not None, help=help)
 
 
 def device_option(f: F) -> F:

@@ -31,12 +31,12 @@ from bam.models import list_models
               help="ImageNet initialisation from the local torch hub cache (resnet18/50; never downloads).")
 @click.option("--resume", is_flag=True, hidden=True,
               help="Accepted for compatibility: a run already in --out is always continued (or confirmed).")
-@seed_option()
+@seed_option(None, "Random seed, 0..2**32-1 (default: the config's seed).")
 @device_option
 @common_options
 def command(data_dir: Path, role: str, arch: str | None, out_dir: Path, config_name: str, epochs: int | None,
             batch_size: int | None, lr: float | None, workers: int | None, pretrained: bool | None, resume: bool,
-            seed: int, device: str) -> None:
+            seed: int | None, device: str) -> None:
     """Train one model role (obj, scene, scene_only, commonality-K) on a built dataset.
 
     Flags override the config; the resolved config is saved beside the checkpoint. Re-running the

@@ -72,7 +72,7 @@ def read_card(ckpt_dir: str | os.PathLike[str]) -> ModelCard:
 
     path = require_dir(ckpt_dir, "checkpoint dir", "a directory written by `bam train`") / CARD_FILE
     if not path.is_file():
-        raise BamError(f"no model card {path}: not a checkpoint directory (train one with `bam train`)")
+        raise BamError(f"no model card {path}: not a checkpoint directory (see `bam train --help` to train one)")
     data = read_json(path)
     if not isinstance(data, dict):
         raise BamError(f"malformed model card {path}: expected a JSON object")
