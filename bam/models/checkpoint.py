@@ -210,6 +210,9 @@ def check_trained_on(card: ModelCard, manifest_hash: str, model: str) -> None:
     """BamError when the model ``model`` (its path, for the message) was trained on another
     dataset build than the one with ``manifest_hash`` (shared by explain and evaluate)."""
     got = str(card.dataset_manifest_hash)
+    if not got:
+        raise BamError(f"model {model} has no dataset_manifest_hash in its card, so it cannot be matched to the "
+                       f"data (manifest {manifest_hash[:16]}...); retrain it with `bam train` on this dataset")
     if got != manifest_hash:
         raise BamError(f"model {model} was trained on dataset manifest {got[:16]}..., "
                        f"but the data has manifest {manifest_hash[:16]}... (full: {got} vs {manifest_hash}); "
