@@ -110,15 +110,16 @@ def _isatty(stream: Any) -> bool:
 
 def close_open_bars() -> int:
     """Close every bar still open (after an interrupt): terminal bars end their line, line bars
-    stay silent. Returns how many were closed."""
-    bars = list(_OPEN)
-    for bar in bars:
+    stay silent. Returns how many terminal bars were open (0: the cursor may be mid-line)."""
+    drawn = 0
+    for bar in list(_OPEN):
         _OPEN.discard(bar)
         try:
             if isinstance(bar, LineBar):
                 bar.close(interrupted=True)
-            else:
+            elif not getattr(bar, "disable", True):  # tqdm sets disable once closed
                 bar.close()
+                drawn += 1
         except Exception:  # best effort while handling an interrupt
             pass
-    return len(bars)
+    return drawn

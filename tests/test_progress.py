@@ -57,14 +57,14 @@ def test_interrupt_closes_open_bars_so_the_error_starts_a_line(monkeypatch: pyte
     next(it)
     next(it)  # the bar is drawn, no newline yet
     assert not err.getvalue().endswith("\n")
-    assert close_open_bars() >= 1
+    assert close_open_bars() == 1
     assert err.getvalue().endswith("\r") and err.getvalue().rstrip("\r").endswith(" ")  # the line is cleared
     assert close_open_bars() == 0
     off = io.StringIO()  # off a terminal an interrupted stage writes nothing (no half-finished line)
     monkeypatch.setattr(sys, "stderr", off)
     bar = progress_bar(total=5, desc="quiet", enabled=True)
     bar.update(1)
-    assert close_open_bars() == 1 and off.getvalue() == ""
+    assert close_open_bars() == 0 and off.getvalue() == "" and bar.closed
 
 
 def test_ctrl_c_in_a_command_is_one_line_exit_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,3 +97,50 @@ def test_os_error_message_names_the_file() -> None:
     assert os_error_message(PermissionError(13, "Permission denied")) == "Permission denied"
     assert os_error_message(OSError(18, "Invalid cross-device link", "a", None, "b")) == \
         "Invalid cross-device link: a -> b"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pty")
+def test_ctrl_c_line_is_not_glued_to_a_terminal_bar(tmp_path: Path) -> None:
+    """In a real pseudo-terminal: a build interrupted while its tqdm bar is drawn prints the bar's
+    line, a line break, then the error line."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    script = (
+        "import sys, bam.data.build as b\n"
+        "real, calls = b.run_unit, []\n"
+        "def unit(args):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(args)\n"
+        "b.run_unit = unit\n"
+        "from bam.cli.main import main\n"
+        f"sys.argv = ['bam', 'build-data', '--recipe', 'tiny', '--out', {str(tmp_path / 'out')!r}]\n"
+        "main()\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a 100-column terminal, the repository on sys.path
+        try:
+            fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+            os.chdir(Path(__file__).resolve().parents[1])
+            os.execv(sys.executable, [sys.executable, "-c", script])
+        finally:
+            os._exit(99)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 130
+    text = out.decode()
+    assert "classes:" in text and "1/6" in text  # the bar was drawn
+    before, sep, after = text.partition("error: interrupted; re-run the same command to resume")
+    assert sep and before.endswith("\n") and after.strip() == ""

@@ -107,9 +107,8 @@ def _interrupted() -> None:
     """The Ctrl-C exit: close progress bars first so that the line is never glued onto one."""
     from bam._progress import close_open_bars
 
-    close_open_bars()
-    if sys.stderr.isatty():
-        click.echo("", err=True)  # end the terminal's ^C echo
+    if close_open_bars() == 0 and sys.stderr.isatty():
+        click.echo("", err=True)  # no bar ended the line: end the terminal's ^C echo
     _fail("interrupted; re-run the same command to resume", 130)
 
 
