@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 BAM := $(VENV)/bin/bam
 OUT ?= runs/demo
 
-.PHONY: venv demo test test-all bench regression clean help
+.PHONY: venv demo test test-all test-wheel bench regression clean help
 
 help:
 	@echo "make demo        end-to-end run on the synthetic default (build, train, evaluate, report)"
 	@echo "make test        the CI test suite (not slow, not gpu)"
 	@echo "make test-all    every test, slow ones included"
+	@echo "make test-wheel  build the wheel, install it in a fresh venv, run bam outside the repo (slow)"
 	@echo "make bench       attribution throughput benchmark (scripts/bench.py)"
 	@echo "make regression  CI regression run against the committed baseline"
 
@@ -30,6 +31,9 @@ test: venv
 
 test-all: venv
 	$(PY) -m pytest -q
+
+test-wheel: venv
+	$(PY) -m pytest -q -m slow tests/cli/test_bad_inputs.py -k wheel
 
 bench: venv
 	$(PY) scripts/bench.py

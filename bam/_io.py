@@ -19,7 +19,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kw: Any) -> Ite
     """Open a temp file beside ``path``; on success fsync and rename over ``path``.
 
     On any error (disk full included) the temp file is removed and the previous content of
-    ``path`` stays intact.
+    ``path`` stays intact; an OSError that names no file (e.g. ENOSPC from ``write``) is re-raised
+    naming ``path``, so the user learns which write failed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,12 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kw: Any) -> Ite
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -1,12 +1,19 @@
-"""Frozen-dataclass configuration loaded from YAML, overridable by flags, saved beside results."""
+"""Frozen-dataclass configuration loaded from YAML, overridable by flags, saved beside results.
+
+Built-in recipes and configs (``datasets/``, ``configs/`` at the top of the source tree, the source
+of truth) ship in the wheel as package data of ``bam._resources`` and are read through
+:mod:`importlib.resources`; a source checkout that is not installed reads the top-level folders.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,19 +23,53 @@ from bam.errors import BamError
 
 T = TypeVar("T")
 
-#: Repository root (holds ``datasets/`` and ``configs/``) for an editable/source install.
-RESOURCE_ROOT = Path(__file__).resolve().parent.parent
+#: The source tree (holds ``datasets/``, ``configs/`` and pyproject.toml) when bam runs from a checkout.
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+#: Seeds accepted everywhere (numpy's SeedSequence/RandomState and torch all take 0..2**32-1).
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: object, what: str = "--seed") -> int:
+    """``seed`` as an int in 0..SEED_MAX, else a one-line BamError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise BamError(f"{what} {seed!r} is out of range; accepted: an integer in 0..{SEED_MAX}")
+    return seed
+
+
+def resource_dir(folder: str) -> Path | None:
+    """The built-in folder ``folder`` (``datasets``, ``configs/train``, ...), or None if absent.
+
+    The installed package's ``bam/_resources/<folder>`` comes first; a source checkout falls back
+    to ``<repo>/<folder>`` (recognised by its pyproject.toml).
+    """
+    shipped = resources.files("bam._resources").joinpath(*folder.split("/"))
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped
+    source = _SOURCE_ROOT / folder
+    if (_SOURCE_ROOT / "pyproject.toml").is_file() and source.is_dir():
+        return source
+    return None
+
+
+def resource_names(folder: str) -> list[str]:
+    """Sorted names (file stems) of the built-in ``*.yaml`` files in ``folder``."""
+    base = resource_dir(folder)
+    return sorted(p.stem for p in base.glob("*.yaml") if p.is_file()) if base is not None else []
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping; missing or malformed files raise a one-line BamError."""
-    path = Path(path)
+    """Read a YAML mapping; missing, unreadable or malformed files raise a one-line BamError."""
+    from bam._paths import require_file
+
+    path = require_file(path, "config file", "a UTF-8 YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BamError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise BamError(f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                       f"{exc.start}); accepted: a UTF-8 YAML file") from None
     except yaml.YAMLError as exc:
-        line = str(exc).replace("\n", " ")
+        line = " ".join(str(exc).split())
         raise BamError(f"malformed YAML in {path}: {line}") from None
     if data is None:
         return {}
@@ -37,20 +78,37 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def looks_like_path(text: str) -> bool:
+    """Whether a name-or-path argument is meant as a path: it has a separator, starts with '.'
+    or ends in .yaml/.yml (anything else is looked up among the built-in names first)."""
+    return "/" in text or os.sep in text or text.startswith(".") or text.endswith((".yaml", ".yml"))
+
+
 def resolve_named(name_or_path: str | os.PathLike[str], folder: str, kind: str) -> Path:
-    """Resolve a built-in name (``folder/<name>.yaml`` under the resource root) or a YAML path."""
+    """Resolve a built-in name (``folder/<name>.yaml`` among the shipped resources) or a YAML path.
+
+    Built-in names win over a same-named file or folder in the working directory unless the
+    argument looks like a path (:func:`looks_like_path`).
+    """
+    from bam._paths import describe
+
     text = str(name_or_path)
+    known = resource_names(folder)
+    accepted = f"accepted: {', '.join(known) or '(none found)'} or a path to a .yaml file"
+    if not text:
+        raise BamError(f"empty {kind} name; {accepted}")
+    if not looks_like_path(text) and text in known:
+        base = resource_dir(folder)
+        assert base is not None  # known is non-empty
+        return base / f"{text}.yaml"
     p = Path(text)
-    if text.endswith((".yaml", ".yml")) or p.exists():
-        if not p.is_file():
-            raise BamError(f"{kind} file not found: {p}")
+    if p.is_file():
         return p
-    base = RESOURCE_ROOT / folder
-    cand = base / f"{text}.yaml"
-    if cand.is_file():
-        return cand
-    known = sorted(q.stem for q in base.glob("*.yaml")) if base.is_dir() else []
-    raise BamError(f"unknown {kind} {text!r}; accepted: {', '.join(known) or '(none found)'} or a path to a .yaml file")
+    if looks_like_path(text) or p.exists():
+        found = describe(p)
+        state = "not found" if found == "nothing" else f"is {found}"
+        raise BamError(f"{kind} file {p} {state}; expected a YAML file ({accepted})")
+    raise BamError(f"unknown {kind} {text!r}; {accepted}")
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -79,15 +137,23 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise BamError(f"config {where}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, where) for v in value)
-        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise BamError(f"config {where}: expected a list of {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin in (dict, Mapping) or tp in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise BamError(f"config {where}: expected a mapping, got {value!r}")
-        return dict(value)
+        args = typing.get_args(tp)
+        if len(args) != 2:
+            return dict(value)
+        return {_coerce(args[0], k, f"{where} key {k!r}"): _coerce(args[1], v, f"{where}.{k}")
+                for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise BamError(f"config {where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise BamError(f"config {where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -104,21 +170,35 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _required(field: dataclasses.Field[Any]) -> bool:
+    """Whether a dataclass field has no default."""
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
-    """Build a (nested) frozen dataclass from a mapping; unknown keys raise a BamError."""
+    """Build a (nested) frozen dataclass from a mapping.
+
+    Unknown keys (at every nesting level) and missing required keys raise a one-line BamError
+    naming them; values are type-checked (:func:`_coerce`) before the class validates ranges.
+    """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    label = where or cls.__name__
     unknown = set(data) - set(fields)
     if unknown:
         raise BamError(
-            f"unknown config key(s) {', '.join(sorted(map(str, unknown)))} in {where or cls.__name__}; "
+            f"unknown config key(s) {', '.join(sorted(map(str, unknown)))} in {label}; "
             f"accepted: {', '.join(sorted(fields))}"
         )
+    missing = [name for name, f in fields.items() if _required(f) and name not in data]
+    if missing:
+        required = [name for name, f in fields.items() if _required(f)]
+        raise BamError(f"missing config key(s) {', '.join(missing)} in {label}; required: {', '.join(required)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise BamError(f"config {where or cls.__name__}: {exc}") from None
+        raise BamError(f"config {label}: {exc}") from None
 
 
 def to_dict(cfg: Any) -> Any:
@@ -140,9 +220,11 @@ def load_config(cls: type[T], source: str | os.PathLike[str] | Mapping[str, Any]
 
     Override keys may be dotted (``optim.lr``) to reach nested dataclasses.
     """
+    import copy
+
     data: dict[str, Any] = {}
     if isinstance(source, Mapping):
-        data = dict(source)
+        data = copy.deepcopy(dict(source))
     elif source is not None:
         data = read_yaml(source)
     for key, value in (overrides or {}).items():
@@ -150,8 +232,10 @@ def load_config(cls: type[T], source: str | os.PathLike[str] | Mapping[str, Any]
             continue
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise BamError(f"config {cls.__name__}.{'.'.join(parts[:i + 1])}: expected a mapping, got {node!r}")
         node[parts[-1]] = value
     return from_dict(cls, data, cls.__name__)
 

@@ -4,7 +4,8 @@
     .venv/bin/python scripts/bench_build.py --recipe synthetic --workers 2 --out /tmp/bench-data
 
 Builds into a fresh temporary directory (or --out, which must not exist), then times a verify
-pass and the loader (obj train subset, batches of 256, after decoding everything into memory).
+pass, the cost of checking each image's sha256 against the manifest when it is decoded, and the
+loader (obj train subset, batches of 256, after decoding everything into memory).
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ def footprint(root: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
+def verification_cost(root: Path, manifest: dict, rounds: int) -> tuple[float, float]:
+    """Best-of-``rounds`` seconds to decode every stored image with and without the per-file
+    sha256 check (interleaved, so that machine load affects both alike)."""
+    from bam.data._store import ImageStore
+
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(rounds):
+        for checked in (True, False):
+            store = ImageStore.from_manifest(root, manifest)
+            if not checked:
+                store.hashes = None
+            t0 = time.perf_counter()
+            store.load_all(threads=1)
+            best[checked] = min(best[checked], time.perf_counter() - t0)
+    return best[True], best[False]
+
+
 def main() -> None:
     """Parse arguments, build, verify, load; print one line per measurement."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +52,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the loader benchmark")
     ap.add_argument("--load-batches", type=int, default=40)
     ap.add_argument("--keep", action="store_true", help="keep the build (default: delete a temporary one)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the hash-check cost measurement")
     args = ap.parse_args()
 
     from bam.data import build_dataset, load_recipe, open_dataset, verify_dataset
@@ -66,6 +85,9 @@ def main() -> None:
         t0 = time.perf_counter()
         data.preload()
         print(f"decode all into memory: {time.perf_counter() - t0:.1f} s")
+        checked, unchecked = verification_cost(out, data.manifest, args.rounds)
+        print(f"decode with/without sha256 checks against the manifest (best of {args.rounds}, interleaved, "
+              f"1 thread): {checked:.2f} s / {unchecked:.2f} s = {checked / unchecked:.3f}")
         sub = data.subset("obj", "train")
         perm = torch.randperm(len(sub), generator=torch.Generator().manual_seed(0))
         t0 = time.perf_counter()

@@ -22,7 +22,8 @@ class Settings:
 
     @property
     def progress(self) -> bool:
-        """Show tqdm progress bars (library calls take this as an explicit argument)."""
+        """Show progress (bam._progress: tqdm on a terminal, one line per stage otherwise); library
+        calls take this as an explicit argument."""
         return not self.quiet
 
 
@@ -66,8 +67,34 @@ def common_options(f: F) -> F:
     return f
 
 
-def seed_option(default: int = 0) -> Callable[[F], F]:
-    return click.option("--seed", type=int, default=default, show_default=True, help="Random seed.")
+class SeedType(click.ParamType):
+    """An integer seed in 0..2**32-1 (what numpy and torch both accept), checked while parsing,
+    i.e. before a command writes anything."""
+
+    name = "seed"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        """The seed as an int; a one-line usage error naming the value otherwise."""
+        from bam.config import SEED_MAX
+
+        if isinstance(value, int) and not isinstance(value, bool):
+            seed = value
+        else:
+            try:
+                seed = int(str(value).strip(), 10)
+            except ValueError:
+                self.fail(f"{value!r} is not an integer; accepted: an integer in 0..{SEED_MAX}", param, ctx)
+        if not 0 <= seed <= SEED_MAX:
+            self.fail(f"{seed} is out of range; accepted: an integer in 0..{SEED_MAX}", param, ctx)
+        return seed
+
+
+SEED = SeedType()
+
+
+def seed_option(default: int | None = 0, help: str = "Random seed (0..2**32-1).") -> Callable[[F], F]:
+    """``--seed`` (0..2**32-1), validated before the command runs (None: the config's seed)."""
+    return click.option("--seed", type=SEED, default=default, show_default=default is not None, help=help)
 
 
 def device_option(f: F) -> F:

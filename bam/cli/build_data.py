@@ -11,9 +11,9 @@ from bam.cli._common import common_options, progress, seed_option
 
 def _recipe_names() -> str:
     """Names of the built-in recipes (for the help text)."""
-    from bam.config import RESOURCE_ROOT
+    from bam.config import resource_names
 
-    return ", ".join(sorted(p.stem for p in (RESOURCE_ROOT / "datasets").glob("*.yaml"))) or "(none)"
+    return ", ".join(resource_names("datasets")) or "(none)"
 
 
 @click.command("build-data")

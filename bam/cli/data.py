@@ -39,7 +39,8 @@ def verify(directory: Path) -> None:
 @click.option("--subset", default="obj", show_default=True,
               help="obj, scene, scene_only, common_in_scene, iir_scene or commonality-K.")
 @click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
-@click.option("--n", "count", type=click.IntRange(min=1), default=16, show_default=True, help="Number of samples.")
+@click.option("--n", "count", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Number of samples (1..256).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output PNG.")
 @seed_option(0)
 @common_options

@@ -8,6 +8,9 @@ import click
 
 from bam.cli._common import common_options, device_option, progress, seed_option
 
+#: at most this many rows in one figure (each row is one image x every method)
+MAX_IMAGES = 64
+
 
 @click.command("explain")
 @common_options
@@ -17,10 +20,12 @@ from bam.cli._common import common_options, device_option, progress, seed_option
               help="A checkpoint directory (bam train).")
 @click.option("--method", "methods", multiple=True, default=("gradient", "integrated_gradients", "gradcam"),
               show_default=True, help="Method name (see `bam methods list`) or package.module:callable; repeatable.")
-@click.option("--images", "n_images", type=int, default=4, show_default=True, help="Number of images (rows).")
+@click.option("--images", "n_images", type=click.IntRange(1, MAX_IMAGES), default=4, show_default=True,
+              help=f"Number of images (rows), 1..{MAX_IMAGES}.")
 @click.option("--subset", default="obj", show_default=True, help="Dataset subset to draw images from.")
 @click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True, help="Split.")
-@click.option("--micro-batch", type=int, default=0, show_default=True, help="Rows per forward/backward (0 = auto).")
+@click.option("--micro-batch", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Rows per forward/backward (0 = auto).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output PNG.")
 @seed_option()
 @device_option
@@ -34,20 +39,20 @@ def command(data_dir: Path, model_dir: Path, methods: tuple[str, ...], n_images:
     import torch
 
     from bam._device import resolve_device
+    from bam._progress import progress_bar
     from bam.data import open_dataset
     from bam.errors import BamError
     from bam.methods import attribute, get_info
     from bam.methods._figure import display_maps, explanation_grid
-    from bam.models import load
+    from bam.models.checkpoint import check_trained_on, load, read_card
 
-    if n_images < 1:
-        raise BamError(f"--images {n_images} is invalid; accepted: an integer >= 1")
     infos = [get_info(m) for m in methods]  # unknown names fail before any work
     dev = resolve_device(device)
     data = open_dataset(data_dir)
     sub = data.subset(subset, split)
     if len(sub) == 0:
         raise BamError(f"subset {subset!r} split {split!r} is empty; accepted: a non-empty subset/split")
+    check_trained_on(read_card(model_dir), data.manifest_hash, str(model_dir))
     model = load(model_dir, device=dev)
     card = getattr(model, "card", None)
     gen = torch.Generator().manual_seed(seed)
@@ -57,12 +62,7 @@ def command(data_dir: Path, model_dir: Path, methods: tuple[str, ...], n_images:
     with torch.no_grad():
         pred = model(images).argmax(1)
     maps = {}
-    iterator = infos
-    if progress():
-        from tqdm import tqdm
-
-        iterator = tqdm(infos, desc="methods", unit="method")
-    for info in iterator:
+    for info in progress_bar(infos, desc="methods", enabled=progress(), unit="method"):
         params = {"micro_batch": micro_batch}
         if info.stochastic:
             params["seed"] = seed

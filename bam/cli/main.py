@@ -48,6 +48,23 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Like click's main, but a usage error (bad option, bad value, missing argument) is the
+        same one line ``error: ...`` as every other bad input, with click's exit code (2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.ClickException as exc:
+            if isinstance(exc, _NO_ARGS_HELP):  # `bam` or `bam data` alone: click prints the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            _fail(usage_message(exc), exc.exit_code)
+        except click.exceptions.Abort:  # an interrupt while click was parsing or prompting
+            _interrupted()
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -56,21 +73,53 @@ class LazyGroup(click.Group):
         except BamError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; re-run the same command to resume", 130)
+            _interrupted()
         except OSError as exc:
-            _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+            _fail(os_error_message(exc), 1)
         except Exception as exc:
             _fail(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)", 1)
+
+
+#: click >= 8.2 raises this (a UsageError) for a group called without a subcommand.
+_NO_ARGS_HELP: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if isinstance(t, type))
+
+
+def usage_message(exc: click.exceptions.ClickException) -> str:
+    """One line for a click usage error, pointing at the command's --help."""
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        text += f" (see `{ctx.command_path} --help`)"
+    return text
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OS error: what went wrong and the file it concerns."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        return f"{what}: {target}"
+    return what
+
+
+def _interrupted() -> None:
+    """The Ctrl-C exit: close progress bars first so that the line is never glued onto one."""
+    from bam._progress import close_open_bars
+
+    if close_open_bars() == 0 and sys.stderr.isatty():
+        click.echo("", err=True)  # no bar ended the line: end the terminal's ^C echo
+    _fail("interrupted; re-run the same command to resume", 130)
 
 
 def _fail(message: str, code: int) -> None:
     if settings().debug:
         traceback.print_exc()
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {' '.join(message.splitlines())}", err=True)
     sys.exit(code)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group("bam", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="bam")
 @common_options
 def cli() -> None:

@@ -48,13 +48,13 @@ def _export_object(args: tuple[str, Recipe, int, pd.DataFrame]) -> dict[str, str
 def export_composites(out: Path, recipe: Recipe, n: int, placements: pd.DataFrame, workers: int,
                       progress: bool) -> dict[str, str]:
     """Write every composite as PNG (one job per object class); return their hashes."""
-    from tqdm import tqdm
-
+    from bam._progress import progress_bar
     from bam.data.build import _map
 
     jobs: list[Any] = [(str(out), recipe, n, placements[placements["object"] == o].reset_index(drop=True))
                        for o in recipe.object_classes]
     files: dict[str, str] = {}
-    for res in tqdm(_map(_export_object, jobs, workers), total=len(jobs), desc="composites", disable=not progress):
+    for res in progress_bar(_map(_export_object, jobs, workers), total=len(jobs), desc="composites", enabled=progress,
+                            unit="class"):
         files.update(res)
     return files

@@ -3,34 +3,55 @@
 Scenes live in one uint8 tensor [S, N, 3, W, W] and cut-outs (top-left aligned, longer side
 <= W) in [O, N, 4, W, W] with their sizes in [O, N, 2]; ``torch.empty`` reserves the memory
 without touching it, so only decoded images occupy RAM. A batch gather is one indexing op; only
-images never seen before are decoded (one PNG read each, once per process).
+images never seen before are decoded (one PNG read each, once per process). A store opened from a
+manifest (:meth:`ImageStore.from_manifest`) checks each file's sha256 against the manifest as it
+reads it, so an image swapped after the build is refused, not used under the same manifest hash.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from bam._io import sha256_bytes
 from bam.data._subsets import id_width
 from bam.errors import BamError
 
 
+def image_rel(kind: str, cls: str, instance: int, n: int) -> str:
+    """Where the build stores instance ``instance`` of class ``cls``, relative to the build root
+    (kind: objects | scenes)."""
+    return f"{kind}/{cls}/{instance:0{id_width(n)}d}.png"
+
+
 def image_path(root: Path, kind: str, cls: str, instance: int, n: int) -> Path:
-    """Where the build stores instance ``instance`` of class ``cls`` (kind: objects | scenes)."""
-    return root / kind / cls / f"{instance:0{id_width(n)}d}.png"
+    """Absolute form of :func:`image_rel`."""
+    return root / image_rel(kind, cls, instance, n)
 
 
-def read_png(path: Path, channels: int) -> np.ndarray:
-    """Decode a stored PNG to uint8 HxWxC; a missing/corrupt file is a BamError naming it."""
+def read_png(path: Path, channels: int, expected_sha256: str | None = None) -> np.ndarray:
+    """Decode a stored PNG to uint8 HxWxC; a missing/corrupt file is a BamError naming it, and so
+    is a file whose sha256 differs from ``expected_sha256`` (when given)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BamError(f"cannot read dataset image {path}: {exc.strerror or type(exc).__name__} "
+                       "(run `bam data verify`)") from None
+    if expected_sha256 is not None and sha256_bytes(raw) != expected_sha256:
+        raise BamError(f"dataset image {path} does not match its manifest hash (changed after the build); "
+                       f"run `bam data verify {path.parents[2]}` or rebuild")
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
             arr = np.asarray(im.convert("RGBA" if channels == 4 else "RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise BamError(f"cannot read dataset image {path}: {type(exc).__name__} (run `bam data verify`)") from None
     return arr
 
@@ -42,15 +63,35 @@ class ImageStore:
         """Reserve (not fill) the caches for ``n`` instances per class at ``size`` px."""
         self.root, self.n, self.size = root, n, size
         self.object_classes, self.scene_classes = object_classes, scene_classes
+        #: relative path -> sha256 each file must have when read (None: files are not checked)
+        self.hashes: Mapping[str, str] | None = None
         self.scenes = torch.empty(len(scene_classes), n, 3, size, size, dtype=torch.uint8)
         self.objects = torch.empty(len(object_classes), n, 4, size, size, dtype=torch.uint8)
         self.object_hw = torch.zeros(len(object_classes), n, 2, dtype=torch.long)
         self.scene_ok = torch.zeros(len(scene_classes), n, dtype=torch.bool)
         self.object_ok = torch.zeros(len(object_classes), n, dtype=torch.bool)
 
+    @classmethod
+    def from_manifest(cls, root: Path, manifest: Mapping[str, Any]) -> ImageStore:
+        """The store of a complete build: every file read is checked against ``manifest["files"]``."""
+        store = cls(root, list(manifest["object_classes"]), list(manifest["scene_classes"]),
+                    int(manifest["instances_per_class"]), int(manifest["image_size"]))
+        store.hashes = dict(manifest["files"])
+        return store
+
+    def _read(self, kind: str, cls: str, i: int, channels: int) -> np.ndarray:
+        """Read and (for a manifest store) verify one stored image."""
+        rel = image_rel(kind, cls, i, self.n)
+        expected = None
+        if self.hashes is not None:
+            expected = self.hashes.get(rel)
+            if expected is None:
+                raise BamError(f"dataset image {rel} is not in the manifest of {self.root} (run `bam data verify`)")
+        return read_png(self.root / rel, channels, expected)
+
     def _load_scene(self, s: int, i: int) -> None:
         """Decode scene instance i of scene class s into the cache."""
-        arr = read_png(image_path(self.root, "scenes", self.scene_classes[s], i, self.n), 3)
+        arr = self._read("scenes", self.scene_classes[s], i, 3)
         if arr.shape[:2] != (self.size, self.size):
             raise BamError(f"scene {self.scene_classes[s]}/{i} has size {arr.shape[:2]}, expected {self.size}")
         self.scenes[s, i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
@@ -58,7 +99,7 @@ class ImageStore:
 
     def _load_object(self, o: int, i: int) -> None:
         """Decode cut-out instance i of object class o into the cache (top-left aligned)."""
-        arr = read_png(image_path(self.root, "objects", self.object_classes[o], i, self.n), 4)
+        arr = self._read("objects", self.object_classes[o], i, 4)
         h, w = arr.shape[:2]
         if max(h, w) > self.size:
             raise BamError(f"cut-out {self.object_classes[o]}/{i} is {w}x{h}, larger than {self.size}")
@@ -100,7 +141,7 @@ class ImageStore:
         at a time (PIL releases the GIL while decoding)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from tqdm import tqdm
+        from bam._progress import progress_bar
 
         jobs = [("scenes", s, i) for s in range(len(self.scene_classes)) for i in range(self.n)
                 if not self.scene_ok[s, i]]
@@ -112,5 +153,5 @@ class ImageStore:
             (self._load_scene if kind == "scenes" else self._load_object)(c, i)
 
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            for _ in tqdm(pool.map(load, jobs), total=len(jobs), desc="decode", disable=not progress, leave=False):
+            for _ in progress_bar(pool.map(load, jobs), total=len(jobs), desc="decode", enabled=progress, leave=False):
                 pass

@@ -25,7 +25,9 @@ import numpy as np
 
 from bam import __version__
 from bam._io import dumps_json, read_json, sha256_bytes, sha256_file, write_bytes, write_json, write_text
-from bam.config import dump_yaml
+from bam._paths import describe, inside
+from bam._progress import progress_bar
+from bam.config import check_seed, dump_yaml
 from bam.data._placement import draw_placements
 from bam.data._subsets import id_width, placement_table, subset_tables
 from bam.data.recipe import Recipe
@@ -142,17 +144,39 @@ def _check_existing(out: Path, ident: dict[str, Any]) -> tuple[bool, dict[str, A
         return True, None
     if (out / STATE).is_file():
         state = read_json(out / STATE)
+        if not isinstance(state, dict) or not isinstance(state.get("units"), dict):
+            raise BamError(f"build state {out / STATE} is malformed (not a bam build state); "
+                           "delete the directory or use another --out")
         if state.get("identity") != ident:
-            differs(state.get("identity", {}))
+            old = state.get("identity")
+            differs(old if isinstance(old, dict) else {})
         return False, state
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise BamError(f"output dir {out} is {describe(out)}; expected a directory (new or empty)")
+    if out.exists() and any(out.iterdir()):
         raise BamError(f"output dir {out} is not empty and holds no bam build; use an empty or new --out")
     return False, None
 
 
-def _unit_done(out: Path, res: dict[str, Any]) -> bool:
-    """True when every file of a finished class is present with its recorded hash."""
-    return all((out / rel).is_file() and sha256_file(out / rel) == sha for rel, sha in res["files"].items())
+#: keys and types of one finished class in the build state
+_UNIT_FIELDS = {"files": dict, "hw": list, "items": list, "skipped": list, "notes": dict, "source_sha256": dict}
+
+
+def _unit_done(out: Path, key: str, res: Any) -> bool:
+    """True when a finished class recorded in the state is well formed and every one of its files
+    is present with its recorded hash. Paths come from a file: each must stay inside its class folder."""
+    if not isinstance(res, dict) or any(not isinstance(res.get(k), t) for k, t in _UNIT_FIELDS.items()):
+        return False
+    kind, cls = key.split("/", 1)
+    folder = f"{_KIND_DIR[kind]}/{cls}/"
+    for rel, sha in res["files"].items():
+        path = inside(out, rel, str(out / STATE))
+        if not str(rel).startswith(folder):
+            raise BamError(f"{out / STATE}: path {rel!r} is outside the folder {folder} of class {key}; "
+                           "refusing to use it (delete the directory or use another --out)")
+        if not path.is_file() or sha256_file(path) != sha:
+            return False
+    return len(res["hw"]) == len(res["items"]) == len(res["files"])
 
 
 def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int) -> Iterable[Any]:
@@ -173,10 +197,9 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, inputs: Source
     The same recipe, seed and source files give byte-identical files and manifest whatever
     ``workers`` is. Returns the manifest hash (sha256 of manifest.json's bytes).
     """
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     out = Path(out)
+    seed = check_seed(seed, "seed")
     inputs = inputs or SourceInputs()
     ident = _identity(recipe, seed, export_composites)
     complete, state = _check_existing(out, ident)
@@ -194,14 +217,17 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, inputs: Source
                        "use the same sources or delete the directory")
     if state is not None:  # resuming: drop temp files of writes cut short by the interruption
         for tmp in out.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_file() and not tmp.is_symlink():
+                inside(out, tmp.relative_to(out).as_posix(), f"temp file under {out}").unlink(missing_ok=True)
     state = state or {"identity": ident, "sources": infos, "units": {}}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / STATE, state)
 
-    done = {k: r for k, r in state["units"].items() if _unit_done(out, r)}
+    keys = {f"{p.kind}/{p.class_name}" for _, p in plans}
+    done = {k: r for k, r in state["units"].items() if k in keys and _unit_done(out, k, r)}
     jobs = [(name, recipe, p, seed, str(out)) for name, p in plans if f"{p.kind}/{p.class_name}" not in done]
-    with tqdm(total=len(plans), initial=len(plans) - len(jobs), desc="classes", disable=not progress) as bar:
+    with progress_bar(total=len(plans), initial=len(plans) - len(jobs), desc="classes", enabled=progress,
+                      unit="class") as bar:
         for key, res in _map(run_unit, jobs, workers):
             done[key] = res
             state["units"] = dict(sorted(done.items()))
@@ -270,7 +296,7 @@ def _collect_files(out: Path, recipe: Recipe, done: dict[str, Any], n: int) -> d
             if k < n:
                 files[rel] = sha
             else:
-                (out / rel).unlink(missing_ok=True)
+                inside(out, rel, str(out / STATE)).unlink(missing_ok=True)
     return files
 
 
@@ -296,7 +322,8 @@ def _manifest(recipe: Recipe, seed: int, n: int, export: bool, infos: dict[str, 
         if rel.startswith("subsets/"):
             name = rel.split("/", 1)[1]
             subsets[name] = {"file": f"{rel}.csv", "label_kind": "object" if name == "obj" else "scene",
-                             "train": int((frame["split"] == "train").sum()), "val": int((frame["split"] == "val").sum())}
+                             "train": int((frame["split"] == "train").sum()),
+                             "val": int((frame["split"] == "val").sum())}
     return {
         "format": FORMAT, "bam_version": __version__, "recipe": recipe.to_dict(), "seed": seed,
         "export_composites": export, "object_classes": list(recipe.object_classes),

@@ -6,6 +6,7 @@ Composites are rendered on the fly from the stored scenes, cut-outs and placemen
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -17,9 +18,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bam._io import read_json, sha256_file
+from bam._io import read_json, sha256_bytes, sha256_file
+from bam._paths import inside, require_dir
 from bam.config import from_dict
 from bam.data._compose import compose
+from bam.data._layout import check_layout
 from bam.data._store import ImageStore
 from bam.data._subsets import COLUMNS, subset_names
 from bam.data.build import DERIVED, FORMAT, MANIFEST, STATE
@@ -101,8 +104,7 @@ class BamData:
     @cached_property
     def store(self) -> ImageStore:
         """The lazily filled image cache shared by all subsets of this dataset."""
-        return ImageStore(self.root, self.object_classes, self.scene_classes, self.instances_per_class,
-                          self.image_size)
+        return ImageStore.from_manifest(self.root, self.manifest)
 
     @property
     def subset_names(self) -> list[str]:
@@ -122,9 +124,14 @@ class BamData:
         if name not in self.manifest["subsets"]:
             raise choices_error("subset", name, self.subset_names)
         if name not in self._tables:
-            path = self.root / self.manifest["subsets"][name]["file"]
-            frame = pd.read_csv(path, dtype={"image_id": str, "object": str, "scene": str, "split": str,
-                                             "input": str}, keep_default_na=False)
+            rel = self.manifest["subsets"][name]["file"]
+            path = inside(self.root, rel, f"{self.root / MANIFEST} subset {name}")
+            raw = path.read_bytes()
+            if sha256_bytes(raw) != self.manifest["files"].get(rel):
+                raise BamError(f"subset table {path} does not match its manifest hash (changed after the build); "
+                               f"run `bam data verify {self.root}` or rebuild")
+            frame = pd.read_csv(io.BytesIO(raw), dtype={"image_id": str, "object": str, "scene": str, "split": str,
+                                                        "input": str}, keep_default_na=False)
             missing = set(COLUMNS) - set(frame.columns)
             if missing:
                 raise BamError(f"subset table {path} lacks column(s) {sorted(missing)} (run `bam data verify`)")
@@ -146,19 +153,22 @@ class BamData:
 
 
 def open_dataset(root: str | os.PathLike[str]) -> BamData:
-    """Open a complete build; an incomplete or foreign directory is a one-line BamError."""
-    root = Path(root)
-    if not root.is_dir():
-        raise BamError(f"dataset dir not found: {root}")
+    """Open a complete build; an incomplete, foreign or inconsistent directory is a one-line BamError.
+
+    The manifest must be self-consistent (:func:`bam.data._layout.check_layout`); image files and
+    subset tables are checked against their manifest hashes when first read.
+    """
+    root = require_dir(root, "dataset dir", "a dataset built by `bam build-data`")
     if not (root / MANIFEST).is_file():
         hint = ("the build was interrupted; re-run the same `bam build-data` command to resume"
-                if (root / STATE).is_file() else "build one with `bam build-data --out DIR`")
+                if (root / STATE).is_file() else f"build one with `bam build-data --out {root}`")
         raise BamError(f"{root} is not a complete bam dataset (no {MANIFEST}; {hint})")
     manifest = read_json(root / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BamError(f"{root / MANIFEST} is not a bam dataset manifest (format {manifest.get('format')!r}; "
                        f"accepted: {FORMAT})" if isinstance(manifest, dict) else f"{root / MANIFEST} is malformed")
+    check_layout(manifest, root)
     for rel in ("placements.csv", *(s["file"] for s in manifest["subsets"].values())):
-        if not (root / rel).is_file():
+        if not inside(root, rel, str(root / MANIFEST)).is_file():
             raise BamError(f"{root} is incomplete: {rel} is missing (run `bam data verify {root}`)")
     return BamData(root, manifest, sha256_file(root / MANIFEST))

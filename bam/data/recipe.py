@@ -22,6 +22,8 @@ from bam.errors import BamError
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 OBJECT_SOURCES = ("synthetic", "coco")
+#: upper bound of instances_per_class (keeps ids, tables and the in-memory image cache sane)
+MAX_INSTANCES = 100_000
 SCENE_SOURCES = ("synthetic", "scenes")
 
 
@@ -77,13 +79,15 @@ class Recipe:
             if value not in classes:
                 raise BamError(f"{where}: {fld} {value!r} is not a class; accepted: {', '.join(classes)}")
         if self.object_source not in OBJECT_SOURCES:
-            raise BamError(f"{where}: unknown object_source {self.object_source!r}; accepted: {', '.join(OBJECT_SOURCES)}")
+            raise BamError(f"{where}: unknown object_source {self.object_source!r}; "
+                           f"accepted: {', '.join(OBJECT_SOURCES)}")
         if self.scene_source not in SCENE_SOURCES:
             raise BamError(f"{where}: unknown scene_source {self.scene_source!r}; accepted: {', '.join(SCENE_SOURCES)}")
         if not 16 <= self.image_size <= 1024:
             raise BamError(f"{where}: image_size {self.image_size} out of range; accepted: 16..1024")
-        if self.instances_per_class < 2:
-            raise BamError(f"{where}: instances_per_class {self.instances_per_class} too small; accepted: >= 2")
+        if not 2 <= self.instances_per_class <= MAX_INSTANCES:
+            raise BamError(f"{where}: instances_per_class {self.instances_per_class} out of range; "
+                           f"accepted: 2..{MAX_INSTANCES}")
         if not 1 <= self.val_instances < self.instances_per_class:
             raise BamError(f"{where}: val_instances {self.val_instances} out of range; "
                            f"accepted: 1..{self.instances_per_class - 1}")
@@ -92,8 +96,16 @@ class Recipe:
             extra = sorted(set(mapping) - set(classes))
             if extra:
                 raise BamError(f"{where}: {fld} names unknown class(es) {extra}; accepted: {', '.join(classes)}")
+        for fld, folder in self.scene_folders.items():
+            parts = folder.replace("\\", "/").split("/")
+            if not folder or folder.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts or "" in parts:
+                raise BamError(f"{where}: scene_folders.{fld} {folder!r} is not a plain relative folder; "
+                               "accepted: a path inside the --scenes folder such as t/track/outdoor (no '..')")
         if not 0.0 <= self.max_corrupt_fraction <= 1.0:
             raise BamError(f"{where}: max_corrupt_fraction {self.max_corrupt_fraction} out of range; accepted: 0..1")
+        if not 0.0 <= self.synthetic_max_rotation <= 180.0:
+            raise BamError(f"{where}: synthetic_max_rotation {self.synthetic_max_rotation} out of range; "
+                           "accepted: 0..180 (degrees)")
 
     # --- derived quantities -------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
-"""``bam data verify``: re-hash every file of a build against its manifest."""
+"""``bam data verify``: check a build's manifest for self-consistency and re-hash every file."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from bam._io import read_json, sha256_file
+from bam._paths import inside, require_dir
+from bam._progress import progress_bar
+from bam.data._layout import layout_problems
 from bam.data.build import DERIVED, MANIFEST, STATE
 from bam.errors import BamError
 
@@ -13,21 +15,24 @@ from bam.errors import BamError
 def verify_dataset(root: str | os.PathLike[str], progress: bool = False) -> list[str]:
     """Problems found in ``root`` (empty list: every file matches the manifest).
 
-    Reports missing files, hash mismatches and files the manifest does not list; ``derived/``
-    (artefacts written after the build, e.g. the IIR patch set) is ignored.
+    Reports manifest fields inconsistent with its recipe and file table (:mod:`bam.data._layout`),
+    missing files, hash mismatches, files the manifest does not list, and listed paths that would
+    leave ``root``; ``derived/`` (artefacts written after the build, e.g. the IIR patch set) is ignored.
     """
-    from tqdm import tqdm
-
-    root = Path(root)
+    root = require_dir(root, "dataset dir", "a dataset built by `bam build-data`")
     if not (root / MANIFEST).is_file():
         raise BamError(f"{root} is not a complete bam dataset (no {MANIFEST})")
     manifest = read_json(root / MANIFEST)
-    files = manifest.get("files")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
         raise BamError(f"{root / MANIFEST} has no 'files' table; not a bam dataset manifest")
-    problems: list[str] = []
-    for rel, sha in tqdm(sorted(files.items()), desc="verify", disable=not progress):
-        path = root / rel
+    problems = [f"inconsistent manifest: {p}" for p in layout_problems(manifest)]
+    for rel, sha in progress_bar(sorted(files.items()), desc="verify", enabled=progress, unit="file"):
+        try:
+            path = inside(root, rel, str(root / MANIFEST))
+        except BamError as exc:
+            problems.append(f"unsafe path: {exc}")
+            continue
         if not path.is_file():
             problems.append(f"missing: {rel}")
         elif sha256_file(path) != sha:

@@ -68,9 +68,11 @@ class ModelCard:
 
 def read_card(ckpt_dir: str | os.PathLike[str]) -> ModelCard:
     """The model card of a checkpoint directory (BamError if missing or malformed)."""
-    path = Path(ckpt_dir) / CARD_FILE
+    from bam._paths import require_dir
+
+    path = require_dir(ckpt_dir, "checkpoint dir", "a directory written by `bam train`") / CARD_FILE
     if not path.is_file():
-        raise BamError(f"no model card {path}: not a checkpoint directory (train one with `bam train`)")
+        raise BamError(f"no model card {path}: not a checkpoint directory (see `bam train --help` to train one)")
     data = read_json(path)
     if not isinstance(data, dict):
         raise BamError(f"malformed model card {path}: expected a JSON object")
@@ -169,7 +171,49 @@ def find_models(root: str | os.PathLike[str]) -> list[tuple[Path, ModelCard]]:
 
     Evaluation picks models by ``(card.role, card.invertible)``, never by folder name.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise BamError(f"models directory {root} does not exist")
+    from bam._paths import require_dir
+
+    root = require_dir(root, "models directory", "a folder of checkpoints written by `bam train`")
     return [(p.parent, read_card(p.parent)) for p in sorted(root.rglob(CARD_FILE))]
+
+
+def weights_problem(ckpt_dir: str | os.PathLike[str], card: ModelCard) -> str:
+    """Why the checkpoint's weights cannot be trusted ("" when their sha256 matches the card)."""
+    path = Path(ckpt_dir) / WEIGHTS_FILE
+    if not card.weights_sha256:
+        return "card has no weights_sha256"
+    if not path.is_file():
+        return f"{WEIGHTS_FILE} missing"
+    if sha256_file(path) != card.weights_sha256:
+        return f"{WEIGHTS_FILE} does not match the card's sha256 (corrupt or edited)"
+    return ""
+
+
+def scan_models(root: str | os.PathLike[str]) -> list[tuple[Path, ModelCard | None, str]]:
+    """Every checkpoint folder under ``root`` with its card (None if unreadable) and its problem
+    ("" when the card reads and the weights match its hash): for listings that must show all."""
+    from bam._paths import require_dir
+
+    root = require_dir(root, "models directory", "a folder of checkpoints written by `bam train`")
+    out: list[tuple[Path, ModelCard | None, str]] = []
+    for p in sorted(root.rglob(CARD_FILE)):
+        try:
+            card = read_card(p.parent)
+        except BamError as exc:
+            out.append((p.parent, None, f"unreadable card: {exc}"))
+            continue
+        out.append((p.parent, card, weights_problem(p.parent, card)))
+    return out
+
+
+def check_trained_on(card: ModelCard, manifest_hash: str, model: str) -> None:
+    """BamError when the model ``model`` (its path, for the message) was trained on another
+    dataset build than the one with ``manifest_hash`` (shared by explain and evaluate)."""
+    got = str(card.dataset_manifest_hash)
+    if not got:
+        raise BamError(f"model {model} has no dataset_manifest_hash in its card, so it cannot be matched to the "
+                       f"data (manifest {manifest_hash[:16]}...); retrain it with `bam train` on this dataset")
+    if got != manifest_hash:
+        raise BamError(f"model {model} was trained on dataset manifest {got[:16]}..., "
+                       f"but the data has manifest {manifest_hash[:16]}... (full: {got} vs {manifest_hash}); "
+                       "use the dataset it was trained on or retrain it")

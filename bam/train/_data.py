@@ -69,10 +69,11 @@ class SplitLoader:
 
     def _fill(self, progress: bool, desc: str) -> None:
         """Decode the whole subset once into RAM."""
-        from tqdm.auto import tqdm
+        from bam._progress import progress_bar
 
         chunks, labels, exact = [], [], True
-        for start in tqdm(range(0, self.n, 512), desc=f"caching {desc}", disable=not progress, leave=False):
+        for start in progress_bar(range(0, self.n, 512), desc=f"caching {desc}", enabled=progress, leave=False,
+                                  unit="chunk"):
             images, lab, _ = self.sub.load_batch(list(range(start, min(start + 512, self.n))))
             q = torch.round(images * 255)
             exact = exact and bool(((images * 255 - q).abs().max() < 1e-3).item())

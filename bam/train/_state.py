@@ -1,7 +1,15 @@
-"""Resumable training state (``train_state.pt``) and the resume compatibility check."""
+"""Resumable training state (``train_state.pt``), its checksum, and the resume compatibility check.
+
+The state is a plain container (loadable with ``torch.load(weights_only=True)``: no code runs)
+carrying a ``checksum``: the sha256 of its own content (every tensor's dtype, shape and bytes and
+every other value, in key order). A damaged or edited state is refused instead of being resumed
+into a model whose card would then record the hash of damaged weights. ``weights_sha256`` is the
+hash of the ``model.safetensors`` written with it, checked before a resumed run reuses that file.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -9,32 +17,86 @@ from typing import Any
 
 import torch
 
-from bam._io import write_bytes
+from bam._io import sha256_file, write_bytes
 from bam.errors import BamError
-from bam.models.checkpoint import CARD_FILE, STATE_FILE
+from bam.models.checkpoint import CARD_FILE, STATE_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+CHECKSUM_KEY = "checksum"
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Update hash ``h`` with a canonical encoding of a state tree."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().data)
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=lambda k: (type(k).__name__, str(k))):
+            h.update(f"K{type(key).__name__}:{key!s}".encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{type(obj).__name__}{len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"V{type(obj).__name__}:{obj!r}".encode())
+
+
+def state_checksum(state: dict[str, Any]) -> str:
+    """sha256 of a state's content, its ``checksum`` entry excluded."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    return h.hexdigest()
 
 
 def save_state(out_dir: Path, state: dict[str, Any]) -> None:
-    """Write ``train_state.pt`` atomically (plain tensors/containers: loadable with weights_only)."""
+    """Write ``train_state.pt`` atomically, with its checksum (plain tensors/containers only)."""
+    full = {"version": STATE_VERSION, **state}
+    full[CHECKSUM_KEY] = state_checksum(full)
     buf = io.BytesIO()
-    torch.save({"version": STATE_VERSION, **state}, buf)
+    torch.save(full, buf)
     write_bytes(out_dir / STATE_FILE, buf.getvalue())
 
 
-def load_state(out_dir: Path) -> dict[str, Any]:
-    """Read ``train_state.pt`` with ``weights_only=True`` (no code execution)."""
+def load_state(out_dir: Path, require_checksum: bool = True) -> dict[str, Any]:
+    """Read ``train_state.pt`` with ``weights_only=True`` (no code execution) and verify its checksum.
+
+    A state without a checksum (written before checksums existed) is accepted only with
+    ``require_checksum=False`` (a finished run, whose weights the card's hash covers).
+    """
     path = out_dir / STATE_FILE
+    damaged = (f"training state {path} is damaged ({{}}); delete it (and {WEIGHTS_FILE}) to train again "
+               "from scratch, or use another --out")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BamError(f"cannot read training state {path}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # any unreadable file is "damaged"
+        raise BamError(damaged.format(f"unreadable: {type(exc).__name__}")) from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise BamError(f"training state {path} has an unknown format; delete it or use another --out")
+    if CHECKSUM_KEY not in state:
+        if require_checksum:
+            raise BamError(damaged.format("it has no checksum (written by an older bam), so it cannot be trusted"))
+        log.warning("%s has no checksum (older bam); used only to compare settings", path)
+    elif state[CHECKSUM_KEY] != state_checksum(state):
+        raise BamError(damaged.format("checksum mismatch"))
     return state
+
+
+def check_weights(out_dir: Path, state: dict[str, Any]) -> None:
+    """BamError unless ``model.safetensors`` is the file the state was saved with (when it has one)."""
+    expected = state.get("weights_sha256")
+    path = out_dir / WEIGHTS_FILE
+    if not expected or int(state.get("best_epoch", 0)) <= 0:
+        return
+    if not path.is_file():
+        raise BamError(f"cannot resume {out_dir}: {path} is missing; delete {STATE_FILE} to train again from scratch")
+    if sha256_file(path) != expected:
+        raise BamError(f"cannot resume {out_dir}: {path} does not match the hash in {STATE_FILE} (damaged or "
+                       f"edited); delete both to train again from scratch, or use another --out")
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -50,22 +112,22 @@ def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -
 
 
 def check_resumable(out_dir: Path, settings: dict[str, Any], resume: bool) -> dict[str, Any] | None:
-    """The saved state to continue from, or None to start fresh.
+    """The saved state to continue from (or to confirm a finished run), or None to start fresh.
 
-    BamError when ``out_dir`` already holds a run and ``resume`` is false, or when the saved run's
-    settings differ from ``settings`` (naming the first differing setting).
+    BamError when ``out_dir`` already holds a run and ``resume`` is false, when its state is
+    damaged, or when the saved run's settings differ from ``settings`` (naming the first one).
     """
     has_state = (out_dir / STATE_FILE).is_file()
     has_card = (out_dir / CARD_FILE).is_file()
     if not has_state and not has_card:
         return None
     if not resume:
-        raise BamError(f"output directory {out_dir} already holds a training run; pass --resume to continue "
-                       "or finish it, or choose another --out")
+        raise BamError(f"output directory {out_dir} already holds a training run; resume it "
+                       "(the default: omit resume=False) or choose another --out")
     if not has_state:
-        raise BamError(f"cannot resume {out_dir}: {CARD_FILE} exists but {STATE_FILE} is missing; "
-                       "choose another --out to retrain")
-    state = load_state(out_dir)
+        raise BamError(f"{out_dir} holds a finished model ({CARD_FILE}) without its {STATE_FILE}, so its "
+                       "settings cannot be compared; choose another --out to train again")
+    state = load_state(out_dir, require_checksum=not has_card)
     diffs = _differences(state.get("settings", {}), settings)
     if diffs:
         key, old, new = diffs[0]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bam.config import load_config, resolve_named, to_dict
+from bam.config import SEED_MAX, load_config, read_yaml, resolve_named, to_dict
 from bam.errors import BamError, choices_error
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -68,7 +72,7 @@ class TrainConfig:
             ("epochs", self.epochs >= 1, "an integer >= 1"),
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1"),
-            ("lr", self.lr > 0, "a number > 0"),
+            ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
             ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "a number in [0, epochs]"),
@@ -77,6 +81,8 @@ class TrainConfig:
             ("workers", self.workers >= 0, "an integer >= 0"),
             ("train_eval_max", self.train_eval_max >= 0, "an integer >= 0"),
             ("cache_max_mb", self.cache_max_mb >= 0, "an integer >= 0"),
+            ("seed", 0 <= self.seed <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
+            ("input_size", self.input_size is None or 16 <= self.input_size <= 4096, "null or an integer in 16..4096"),
         ]
         for name, ok, accepted in checks:
             if not ok:
@@ -101,7 +107,34 @@ class TrainConfig:
 
 def load_train_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
                       overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Load a TrainConfig from a built-in name (``configs/train/<name>.yaml``), a path or a mapping."""
+    """Load a TrainConfig from a built-in name (``configs/train/<name>.yaml``), a path or a mapping.
+
+    An ``arch`` override that differs from the config's arch trains that arch with its own
+    settings (:func:`config_for_arch`): the config made for it, ``<name>_<arch>.yaml`` beside the
+    config, when there is one, else the config without its ``arch_kwargs``.
+    """
+    overrides = dict(overrides or {})
+    arch = overrides.get("arch")
     if isinstance(source, (str, os.PathLike)):
-        source = resolve_named(source, "configs/train", "train config")
+        path = resolve_named(source, "configs/train", "train config")
+        data = read_yaml(path)
+        if arch is not None and data.get("arch", TrainConfig.arch) != arch:
+            sibling = path.with_name(f"{path.stem}_{arch}{path.suffix}")
+            if sibling.is_file():
+                log.info("--arch %s: using %s (the config made for it) instead of %s", arch, sibling, path)
+                data = read_yaml(sibling)
+        return load_config(TrainConfig, config_for_arch(data, arch), overrides)
+    if isinstance(source, Mapping):
+        return load_config(TrainConfig, config_for_arch(source, arch), overrides)
     return load_config(TrainConfig, source, overrides)
+
+
+def config_for_arch(data: Mapping[str, Any], arch: str | None) -> dict[str, Any]:
+    """``data`` for training ``arch``: unchanged if it is the config's arch, else without
+    ``arch_kwargs`` (they are one architecture's constructor arguments, e.g. small_resnet's
+    widths, meaningless to another; every other field is architecture-independent)."""
+    out = dict(data)
+    if arch is not None and out.get("arch", TrainConfig.arch) != arch and out.pop("arch_kwargs", None):
+        log.info("--arch %s differs from the config's arch %s: its arch_kwargs are dropped (%s defaults)",
+                 arch, out.get("arch", TrainConfig.arch), arch)
+    return out

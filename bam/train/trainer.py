@@ -42,7 +42,7 @@ from bam.models.checkpoint import (
 )
 from bam.roles import check_role
 from bam.train._data import SplitLoader, augment, eval_batches, open_role_subset, train_batches
-from bam.train._state import check_resumable, save_state
+from bam.train._state import check_resumable, check_weights, save_state
 from bam.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,12 @@ def fit(config: TrainConfig, data: Any, out_dir: Path, role: str, *, device: str
     settings = _settings(config, role, data, world)
     state = check_resumable(out_dir, settings, resume)
     if state is not None and state["epoch"] >= config.epochs and (out_dir / CARD_FILE).is_file():
+        card = read_card(out_dir)
+        if not (out_dir / WEIGHTS_FILE).is_file() or sha256_file(out_dir / WEIGHTS_FILE) != card.weights_sha256:
+            raise BamError(f"{out_dir} holds a finished run whose {WEIGHTS_FILE} does not match {CARD_FILE} "
+                           "(missing, damaged or edited); use another --out or delete it to train again")
         log.info("%s: already trained (%d epochs); nothing to do", out_dir, state["epoch"])
-        return read_card(out_dir)
+        return card
     try:
         return _fit(config, data, out_dir, role, dev, progress, state, settings, rank, world)
     except torch.OutOfMemoryError:
@@ -194,7 +198,7 @@ def fit(config: TrainConfig, data: Any, out_dir: Path, role: str, *, device: str
 
 def _fit(config: TrainConfig, data: Any, out_dir: Path, role: str, dev: torch.device, progress: bool,
          state: dict[str, Any] | None, settings: dict[str, Any], rank: int, world: int) -> ModelCard:
-    from tqdm.auto import tqdm
+    from bam._progress import progress_bar
 
     started = time.perf_counter()
     train_sub = open_role_subset(data, role, "train")
@@ -209,12 +213,14 @@ def _fit(config: TrainConfig, data: Any, out_dir: Path, role: str, dev: torch.de
     if config.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(config, model)
-    start_epoch, best, best_epoch, history, elapsed = 0, -1.0, -1, [], 0.0
+    start_epoch, best, best_epoch, history, elapsed, weights_sha = 0, -1.0, -1, [], 0.0, ""
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, best, best_epoch = int(state["epoch"]), float(state["best_acc"]), int(state["best_epoch"])
         history, elapsed = list(state["history"]), float(state["elapsed_s"])
+        check_weights(out_dir, state)
+        weights_sha = str(state.get("weights_sha256", ""))
         log.info("%s: resuming after epoch %d", out_dir, start_epoch)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,8 +242,8 @@ def _fit(config: TrainConfig, data: Any, out_dir: Path, role: str, dev: torch.de
         batches = train_batches(n_train, config.batch_size, seed=config.seed, epoch=epoch, rank=rank, world=world)
         sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss*n, correct, n
         t0 = time.perf_counter()
-        bar = tqdm(total=len(batches), desc=f"{role} epoch {epoch + 1}/{config.epochs}",
-                   disable=not (progress and rank == 0), leave=False, unit="batch")
+        bar = progress_bar(total=len(batches), desc=f"{role} epoch {epoch + 1}/{config.epochs}",
+                           enabled=progress and rank == 0, leave=False, unit="batch")
         for i, (x, y) in enumerate(train_loader.batches(batches)):
             for group in opt.param_groups:
                 group["lr"] = lr_at(config, epoch * steps + i, total, steps)
@@ -270,10 +276,11 @@ def _fit(config: TrainConfig, data: Any, out_dir: Path, role: str, dev: torch.de
             best, best_epoch = val_acc, epoch + 1
         if rank == 0:
             if improved:
-                save_weights(model, out_dir)
+                weights_sha = save_weights(model, out_dir)
             save_state(out_dir, {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                  "best_acc": best, "best_epoch": best_epoch, "history": history,
-                                 "settings": settings, "elapsed_s": elapsed + time.perf_counter() - started})
+                                 "settings": settings, "elapsed_s": elapsed + time.perf_counter() - started,
+                                 "weights_sha256": weights_sha})
         _barrier(world)
     return _finish(config, data, out_dir, role, model, dev, train_loader, val_loader, num_classes, class_names,
                    best_epoch, elapsed + time.perf_counter() - started, rank, world)

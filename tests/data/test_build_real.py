@@ -93,9 +93,10 @@ def test_fewer_than_asked(real_sources: Callable[..., dict[str, Path]], tmp_path
 @pytest.mark.parametrize("change, drop, needle", [
     ({"coco_categories": {}}, None, "unknown COCO category 'stop_sign' for object class 'stop_sign'; did you mean 'stop sign'"),
     ({"scene_folders": {"track": "track/indoor"}}, None, "scene class 'track': folder 'track/indoor' not found"),
-    ({}, "coco_annotations", "COCO annotation file not found"),
-    ({}, "coco_images", "COCO image folder not found"),
-    ({}, "scenes", "scene folder not found"),
+    ({}, "coco_annotations", "--coco-annotations {missing} does not exist; expected a file"),
+    ({}, "coco_images", "--coco-images {missing} does not exist; expected a directory"),
+    ({}, "scenes", "--scenes {missing} does not exist; expected a directory"),
+    ({"scene_folders": {"track": "../outside"}}, None, "scene_folders.track '../outside' is not a plain relative"),
 ])
 def test_bad_inputs(real_sources: Callable[..., dict[str, Path]], tmp_path: Path, change: dict, drop: str | None,
                     needle: str) -> None:
@@ -105,6 +106,7 @@ def test_bad_inputs(real_sources: Callable[..., dict[str, Path]], tmp_path: Path
     recipe = write_recipe(tmp_path / "r.yaml", **{**REAL, **change})
     res = _build(recipe, src, tmp_path / "out")
     assert res.exit_code == 2
+    needle = needle.format(missing=tmp_path / "does-not-exist")
     assert needle in res.output and res.output.count("\n") == 1
     assert not (tmp_path / "out" / "manifest.json").exists()
 

@@ -229,8 +229,11 @@ def test_show_writes_grid(tiny_build: Path, tmp_path: Path) -> None:
 
 
 def test_open_dataset_errors(tmp_path: Path) -> None:
-    with pytest.raises(BamError, match="not found"):
+    with pytest.raises(BamError, match="missing does not exist; expected a directory"):
         open_dataset(tmp_path / "missing")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BamError, match="afile is a file; expected a directory"):
+        open_dataset(tmp_path / "afile")
     with pytest.raises(BamError, match="no manifest.json"):
         open_dataset(tmp_path)
 

@@ -50,11 +50,12 @@ def tiny_run(tmp_path_factory):
     from bam.models import ModelCard, create_model, save
 
     root = tmp_path_factory.mktemp("explain")
-    build_dataset(load_recipe("tiny"), root / "data", seed=0)
+    built = build_dataset(load_recipe("tiny"), root / "data", seed=0)
     torch.manual_seed(0)
     model = create_model("small_resnet", num_classes=3, image_size=32).eval()
     save(model, root / "model", ModelCard(arch="small_resnet", role="obj", num_classes=3, image_size=32,
-                                          class_names=("circle", "cross", "triangle")))
+                                          class_names=("circle", "cross", "triangle"),
+                                          dataset_manifest_hash=built.manifest_hash))
     return root
 
 
@@ -74,7 +75,7 @@ def test_explain_writes_png(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("extra, words", [
     (["--method", "nope"], "unknown method 'nope'"),
-    (["--images", "0"], "--images 0"),
+    (["--images", "0"], "'--images': 0 is not in the range 1<=x<=64"),
     (["--subset", "nope"], "unknown subset 'nope'"),
 ])
 def test_explain_bad_input(tiny_run, tmp_path, extra, words):

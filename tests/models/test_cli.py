@@ -39,17 +39,17 @@ def test_train_then_list(tmp_path: Path, tiny_data_dir: Path, tiny_config: Path)
     res = CliRunner().invoke(cli, ["models", "list", str(tmp_path / "models")])
     assert res.exit_code == 0, res.output
     header, _rule, row = res.output.strip().splitlines()
-    assert header.split() == ["role", "arch", "invertible", "val", "acc", "probes", "dataset", "path"]
-    assert row.split()[:3] == ["obj", "small_resnet", "no"]
-    assert "val_scene_only" in row and model.card.dataset_manifest_hash[:12] in row and str(out) in row
-    # a second call without --resume refuses; with --resume it is a no-op returning the same card
-    res = _train("--data", str(tiny_data_dir), "--role", "obj", "--out", str(out), "--config", str(tiny_config), *FAST)
-    assert res.exit_code == 2 and "pass --resume" in res.output
+    assert header.split() == ["role", "arch", "invertible", "val", "acc", "probes", "dataset", "weights", "path"]
+    assert row.split()[:3] == ["obj", "small_resnet", "no"] and row.split()[-2:] == ["ok", str(out)]
+    assert "val_scene_only" in row and model.card.dataset_manifest_hash[:12] in row
+    # the same command again says the run is finished and where its card is (--resume: the same)
     sha = json.loads((out / "card.json").read_text())["weights_sha256"]
-    res = _train("--data", str(tiny_data_dir), "--role", "obj", "--out", str(out), "--config", str(tiny_config),
-                 "--resume", *FAST)
-    assert res.exit_code == 0, res.output
-    assert json.loads((out / "card.json").read_text())["weights_sha256"] == sha
+    for extra in ([], ["--resume"]):
+        res = _train("--data", str(tiny_data_dir), "--role", "obj", "--out", str(out), "--config", str(tiny_config),
+                     *extra, *FAST)
+        assert res.exit_code == 0, res.output
+        assert "already trained (1 epochs), nothing to do" in res.output and str(out / "card.json") in res.output
+        assert json.loads((out / "card.json").read_text())["weights_sha256"] == sha
     # resuming with another learning rate names the setting
     res = _train("--data", str(tiny_data_dir), "--role", "obj", "--out", str(out), "--config", str(tiny_config),
                  "--resume", "--lr", "0.5", *FAST)

@@ -77,7 +77,7 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, fake_data, monkeypatch)
 
 def test_resume_with_different_settings_is_an_error(tmp_path: Path, fake_data) -> None:  # type: ignore[no-untyped-def]
     fit(TINY.replace(epochs=1), fake_data, tmp_path / "m", "obj", device="cpu")
-    with pytest.raises(BamError, match="already holds a training run; pass --resume"):
+    with pytest.raises(BamError, match="already holds a training run; resume it"):
         fit(TINY.replace(epochs=1), fake_data, tmp_path / "m", "obj", device="cpu", resume=False)
     with pytest.raises(BamError, match=r"setting 'lr' differs \(checkpoint 0.05, now 0.01\)"):
         fit(TINY.replace(epochs=1, lr=0.01), fake_data, tmp_path / "m", "obj", device="cpu")

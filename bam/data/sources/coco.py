@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bam._io import sha256_bytes, sha256_file
+from bam._paths import inside, require_dir, require_file
 from bam.data.recipe import Recipe
 from bam.data.sources import SOURCES, ClassPlan, Item, SourceInputs
 from bam.errors import BamError
@@ -50,6 +51,15 @@ def _category_id(coco: Any, name: str, cls: str) -> int:
                    f"accepted: {', '.join(sorted(cats))}")
 
 
+def _check_file_name(img: dict[str, Any], ann_path: Path) -> None:
+    """BamError when an annotated image's file_name would leave the image folder."""
+    name = str(img.get("file_name", img.get("id", "")))
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith(("/", "\\")) or ".." in parts:
+        raise BamError(f"{ann_path}: image {img.get('id')!r} has file_name {name!r}, which leaves the image folder; "
+                       "accepted: a name relative to --coco-images (no '..')")
+
+
 @SOURCES.register("coco")
 class CocoSource:
     """Object cut-outs from COCO instance annotations (``--coco-images``, ``--coco-annotations``)."""
@@ -61,10 +71,9 @@ class CocoSource:
         """Load annotations once; per class, list candidate (image, largest annotation) pairs."""
         if inputs.coco_annotations is None or inputs.coco_images is None:
             raise BamError("recipe uses object_source 'coco': give --coco-images DIR and --coco-annotations FILE")
-        images_dir = Path(inputs.coco_images)
-        if not images_dir.is_dir():
-            raise BamError(f"COCO image folder not found: {images_dir}")
-        ann_path = Path(inputs.coco_annotations)
+        images_dir = require_dir(inputs.coco_images, "--coco-images", "the COCO image folder, e.g. train2017/")
+        ann_path = require_file(inputs.coco_annotations, "--coco-annotations",
+                                "a COCO instances JSON, e.g. annotations/instances_train2017.json")
         coco = _load_coco(ann_path)
         plans = []
         for index, cls in enumerate(recipe.object_classes):
@@ -75,7 +84,9 @@ class CocoSource:
                 if not anns:
                     continue
                 best = max(anns, key=lambda a: float(a.get("area", 0.0)))  # first of equal areas
-                candidates.append((dict(coco.imgs[img_id]), best))
+                img = dict(coco.imgs[img_id])
+                _check_file_name(img, ann_path)
+                candidates.append((img, best))
             plans.append(ClassPlan(kind, cls, index, {"images_dir": str(images_dir), "candidates": candidates}))
         info = {"source": "coco", "version": self.version, "annotation_file": ann_path.name,
                 "annotation_sha256": sha256_file(ann_path)}
@@ -91,7 +102,7 @@ class CocoSource:
         images_dir = Path(plan.data["images_dir"])
         for img, ann in plan.data["candidates"]:
             name = str(img.get("file_name", img["id"]))
-            path = images_dir / name
+            path = inside(images_dir, name, "COCO annotation file_name")
             try:
                 raw = path.read_bytes()
             except OSError as exc:

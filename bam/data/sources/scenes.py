@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bam._io import sha256_bytes
+from bam._paths import inside, require_dir
 from bam.data.recipe import Recipe
 from bam.data.sources import SOURCES, ClassPlan, Item, SourceInputs
 from bam.errors import BamError
@@ -47,15 +48,14 @@ class SceneFolderSource:
         """Locate every class folder and list its image files (sorted)."""
         if inputs.scenes is None:
             raise BamError("recipe uses scene_source 'scenes': give --scenes DIR (MiniPlaces root or class folders)")
-        root = Path(inputs.scenes)
-        if not root.is_dir():
-            raise BamError(f"scene folder not found: {root}")
+        root = require_dir(inputs.scenes, "--scenes", "the MiniPlaces root or a folder of <class>/ folders")
         plans = []
         for index, cls in enumerate(recipe.scene_classes):
             folder, tried = find_class_folder(root, recipe.scene_folder(cls))
             if folder is None:
                 raise BamError(f"scene class {cls!r}: folder {recipe.scene_folder(cls)!r} not found under {root} "
                                f"(tried {', '.join(str(t.relative_to(root)) for t in tried)})")
+            folder = inside(root, folder.relative_to(root).as_posix(), f"recipe scene_folders.{cls}")
             files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise BamError(f"scene class {cls!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
