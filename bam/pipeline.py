@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bam.config import check_seed
 from bam.errors import BamError
 from bam.roles import BASE_ROLES, commonality_roles
 
@@ -32,6 +33,9 @@ class RunConfig:
     invertible_config: str | None = None
     invertible_commonality_config: str | None = None
     eval_config: str = "default"
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed, "run config seed")
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequenc
         for job in training_plan(cfg, len(open_dataset(data_dir).scene_classes)):
             tc = load_train_config(job.config, {"seed": cfg.seed})
             t = time.perf_counter()
-            card = train_model(tc, data_dir, models_dir / job.folder, job.role, device=device, progress=progress,
-                               resume=True)
+            card = train_model(tc, data_dir, models_dir / job.folder, job.role, device=device, progress=progress)
             echo(f"[train] {job.folder:<24} {card.arch:<13} val acc {card.accuracy.get('val', float('nan')):.3f} "
                  f"({time.perf_counter() - t:.0f} s)")
     if "evaluate" in stages:

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the hash-check cost measurement")
     args = ap.parse_args()
 
-    from bam.data import build_dataset, load_recipe, open_dataset, verify_dataset
+    from bam.data import BuildOptions, build_dataset, load_recipe, open_dataset, verify_dataset
 
     recipe = load_recipe(args.recipe)
     tmp = None
@@ -68,7 +68,7 @@ def main() -> None:
             raise SystemExit(f"--out {out} exists; give a new path")
     try:
         t0 = time.perf_counter()
-        res = build_dataset(recipe, out, seed=args.seed, workers=args.workers, progress=True)
+        res = build_dataset(recipe, out, seed=args.seed, options=BuildOptions(workers=args.workers), progress=True)
         build_s = time.perf_counter() - t0
         nbytes, nfiles = footprint(out)
         stored = res.counts["objects"] + res.counts["scenes"]

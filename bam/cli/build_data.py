@@ -36,12 +36,13 @@ def _recipe_names() -> str:
 def command(recipe: str, out: Path, seed: int, workers: int, coco_images: Path | None,
             coco_annotations: Path | None, scenes: Path | None, allow_fewer: bool, export_composites: bool) -> None:
     """Build a BAM dataset: scenes, object cut-outs, placements, subset tables and a manifest."""
-    from bam.data import SourceInputs, build_dataset, load_recipe
+    from bam.data import BuildOptions, SourceInputs, build_dataset, load_recipe
 
     rec = load_recipe(recipe)
     inputs = SourceInputs(coco_images=coco_images, coco_annotations=coco_annotations, scenes=scenes)
-    res = build_dataset(rec, out, seed=seed, inputs=inputs, workers=workers, progress=progress(),
-                        allow_fewer=allow_fewer, export_composites=export_composites)
+    options = BuildOptions(inputs=inputs, workers=workers, allow_fewer=allow_fewer,
+                           export_composites=export_composites)
+    res = build_dataset(rec, out, seed=seed, options=options, progress=progress())
     state = "already complete, nothing changed" if res.up_to_date else f"built in {res.seconds:.1f} s"
     click.echo(f"{res.root}: recipe {rec.name} seed {seed}, {res.counts['composites']} composites ({state})")
     click.echo(f"manifest_hash {res.manifest_hash}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bam.cli._common import common_options, device_option, progress
+from bam.cli._common import common_options, device_option, progress, seed_option
 from bam.metrics import list_metrics
 
 
@@ -53,12 +53,11 @@ def _method_help() -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Output directory: results.csv, records.csv, provenance.json, config.yaml, "
                    "examples.safetensors (one set, see outputs.json), cache/.")
-@click.option("--seed", type=int, default=None,
-              help="Seed of the stochastic methods and the bootstrap (default: the config's seed).")
+@seed_option(None, "Seed of the stochastic methods and the bootstrap (0..2**32-1; default: the config's).")
 @device_option
 @common_options
 def command(data_dir: Path, models_dir: Path, methods: tuple[str, ...], metrics: tuple[str, ...], config_name: str,
-            limit: int | None, batch_size: int | None, out_dir: Path, seed: int, device: str) -> None:
+            limit: int | None, batch_size: int | None, out_dir: Path, seed: int | None, device: str) -> None:
     """Compute MCS, IDR, IIR and RMCS for attribution methods on trained models.
 
     Per-image records are cached in OUT/cache, so re-running reuses them and adding a method

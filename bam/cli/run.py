@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bam.cli._common import common_options, device_option, progress
+from bam.cli._common import common_options, device_option, progress, seed_option
 from bam.pipeline import STAGES
 
 
@@ -18,7 +18,7 @@ from bam.pipeline import STAGES
               help="Output root: data/, models/<role>/, eval/ (results.csv, report.html).")
 @click.option("--stages", default=",".join(STAGES), show_default=True,
               help=f"Comma-separated subset of {', '.join(STAGES)} to run (in pipeline order).")
-@click.option("--seed", type=int, default=None, help="Override the run config's seed (data, training, evaluation).")
+@seed_option(None, "Override the run config's seed (data, training, evaluation; 0..2**32-1).")
 @device_option
 @common_options
 def command(config_name: str, out_dir: Path, stages: str, seed: int | None, device: str) -> None:

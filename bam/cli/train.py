@@ -43,17 +43,17 @@ def command(data_dir: Path, role: str, arch: str | None, out_dir: Path, config_n
     same command continues an interrupted run (after Ctrl-C) and confirms a finished one. Under
     `torchrun --nproc_per_node N` training is data-parallel (rank 0 writes).
     """
+    from bam._dist import init_from_env
     from bam.models.checkpoint import CARD_FILE
     from bam.train import load_train_config, train_model
-    from bam.train.trainer import dist_info, init_distributed_from_env
 
     overrides = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "workers": workers,
                  "pretrained": pretrained, "seed": seed}
     config = load_train_config(config_name, overrides)
-    init_distributed_from_env(os.environ, device)
+    dist = init_from_env(os.environ, device)
     finished = (out_dir / CARD_FILE).is_file()
-    card = train_model(config, data_dir, out_dir, role, device=device, progress=progress(), resume=True)
-    if dist_info()[0] == 0:
+    card = train_model(config, data_dir, out_dir, role, device=device, progress=progress())
+    if dist.is_main:
         acc = "  ".join(f"{k} {v:.4f}" for k, v in card.accuracy.items())
         if finished:
             click.echo(f"{card.role} ({card.arch}): already trained ({config.epochs} epochs), nothing to do; "

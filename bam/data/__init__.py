@@ -13,7 +13,7 @@ from typing import Any
 
 _EXPORTS = {
     "BamData": "bam.data.dataset", "BamSubset": "bam.data.dataset", "open_dataset": "bam.data.dataset",
-    "BuildResult": "bam.data.build", "build_dataset": "bam.data.build",
+    "BuildOptions": "bam.data.build", "BuildResult": "bam.data.build", "build_dataset": "bam.data.build",
     "Recipe": "bam.data.recipe", "load_recipe": "bam.data.recipe",
     "SOURCES": "bam.data.sources", "SourceInputs": "bam.data.sources",
     "verify_dataset": "bam.data.verify",

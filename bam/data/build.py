@@ -17,7 +17,7 @@ import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -189,18 +189,42 @@ def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int) -> Iterable[An
         yield from pool.imap_unordered(fn, jobs)
 
 
-def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, inputs: SourceInputs | None = None,
-                  workers: int = 1, progress: bool = False, allow_fewer: bool = False,
-                  export_composites: bool = False) -> BuildResult:
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build: source files of real recipes, worker processes, and what to do or write extra.
+
+    ``allow_fewer``: build with fewer instances per class when a source runs short;
+    ``export_composites``: also write every composite as ``composites/<image_id>.png``.
+    """
+
+    inputs: SourceInputs = field(default_factory=SourceInputs)
+    workers: int = 1
+    allow_fewer: bool = False
+    export_composites: bool = False
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What the stages of a build produced, for its manifest."""
+
+    infos: dict[str, Any]
+    done: dict[str, Any]
+    tables: dict[str, Any]
+    files: dict[str, str]
+
+
+def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, options: BuildOptions | None = None,
+                  progress: bool = False) -> BuildResult:
     """Build (or resume, or confirm) the dataset of ``recipe`` with ``seed`` in ``out``.
 
     The same recipe, seed and source files give byte-identical files and manifest whatever
-    ``workers`` is. Returns the manifest hash (sha256 of manifest.json's bytes).
+    ``options.workers`` is. Returns the manifest hash (sha256 of manifest.json's bytes).
     """
     t0 = time.perf_counter()
     out = Path(out)
     seed = check_seed(seed, "seed")
-    inputs = inputs or SourceInputs()
+    opts = options or BuildOptions()
+    inputs, workers, allow_fewer, export_composites = opts.inputs, opts.workers, opts.allow_fewer, opts.export_composites
     ident = _identity(recipe, seed, export_composites)
     complete, state = _check_existing(out, ident)
     if complete:
@@ -253,7 +277,7 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, inputs: Source
 
         files.update(export(out, eff, n, placements, workers, progress))
 
-    manifest = _manifest(recipe, seed, n, export_composites, infos, done, tables, files)
+    manifest = _manifest(recipe, seed, n, export_composites, _Parts(infos, done, tables, files))
     text = dumps_json(manifest)
     write_text(out / MANIFEST, text)  # last: its presence marks the build complete
     return BuildResult(out, sha256_bytes(text.encode()), False, time.perf_counter() - t0, manifest["counts"])
@@ -300,9 +324,9 @@ def _collect_files(out: Path, recipe: Recipe, done: dict[str, Any], n: int) -> d
     return files
 
 
-def _manifest(recipe: Recipe, seed: int, n: int, export: bool, infos: dict[str, Any], done: dict[str, Any],
-              tables: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+def _manifest(recipe: Recipe, seed: int, n: int, export: bool, parts: _Parts) -> dict[str, Any]:
     """Everything that identifies the build; no timestamps or absolute paths (hash-stable)."""
+    infos, done, tables, files = parts.infos, parts.done, parts.tables, parts.files
     sources: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
     notes: dict[str, Any] = {}

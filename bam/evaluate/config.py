@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bam.config import check_seed
 from bam.errors import BamError
 from bam.schema import SPACES
 
@@ -72,6 +73,8 @@ class EvalConfig:
     description: str = ""
 
     def __post_init__(self) -> None:
+        check_seed(self.seed, "eval config seed")
+        check_seed(self.selection_seed, "eval config selection_seed")
         if self.space not in SPACES:
             raise BamError(f"space {self.space!r} is invalid; accepted: {', '.join(SPACES)}")
         if self.batch_size < 1:

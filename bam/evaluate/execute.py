@@ -252,14 +252,14 @@ def _run_method(chunk: _Chunk, name: str, preds: Mapping[str, Any], unchanged: l
 def execute(plan: EvalPlan, cache: RecordCache, ctx: ExecContext,
             on_chunk: Callable[[int, int], None] | None = None) -> Execution:
     """Compute (or read from ``cache``) every record this rank owns; ``on_chunk(done, total)`` reports progress."""
-    from tqdm import tqdm
+    from bam._progress import progress_bar
 
     patches, summaries = _patch_sets(plan, ctx)
     bs = plan.config.batch_size
     tasks = [(u, s) for u in plan.units for s in range(0, len(u.image_ids), bs)]
     mine = [t for i, t in enumerate(tasks) if i % ctx.dist.world_size == ctx.dist.rank]
     run = _Run(plan, cache, ctx)
-    for done, (unit, start) in enumerate(tqdm(mine, desc="evaluate", disable=not ctx.progress, leave=False)):
+    for done, (unit, start) in enumerate(progress_bar(mine, desc="evaluate", enabled=ctx.progress, unit="chunk")):
         _run_chunk(_Chunk(run, unit, unit.image_ids[start:start + bs], patches.get(unit.model.sha256)))
         if on_chunk is not None:
             on_chunk(done + 1, len(mine))

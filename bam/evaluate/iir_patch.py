@@ -117,10 +117,10 @@ def build_patch_set(data: Any, model: torch.nn.Module, model_sha256: str, cfg: P
     crow = _composite_rows(data, ids)
     outs: list[dict[str, Tensor]] = []
     model.eval()
-    from tqdm import tqdm
+    from bam._progress import progress_bar
 
     starts = range(0, len(ids), cfg.batch_size)
-    for s in tqdm(starts, desc="iir patch", disable=not progress, leave=False):
+    for s in progress_bar(starts, desc="iir patch", enabled=progress, unit="batch"):
         idx = list(range(s, min(len(ids), s + cfg.batch_size)))
         x, _y, m = sub.load_batch(idx)
         init, _y2, _m2 = comp.load_batch(crow[s:s + len(idx)])

@@ -24,7 +24,7 @@ from bam.errors import BamError, choices_error
 from bam.evaluate.config import EvalConfig
 from bam.methods import MethodInfo, list_methods, resolve_method, resolve_params
 from bam.metrics import METRICS, MetricInfo, Need, get_metric_info, list_metrics
-from bam.models.checkpoint import ModelCard
+from bam.models.checkpoint import ModelCard, check_trained_on
 
 log = logging.getLogger("bam.evaluate")
 
@@ -193,15 +193,6 @@ def models_by_kind(models: Sequence[ModelEntry]) -> dict[str, dict[str, ModelEnt
     return out
 
 
-def check_manifest(entry: ModelEntry, manifest_hash: str) -> None:
-    """BamError when a model was trained on another dataset build than the one evaluated."""
-    got = str(entry.card.dataset_manifest_hash)
-    if got != manifest_hash:
-        raise BamError(f"model {entry.path or entry.card.role} was trained on dataset manifest {got[:16]}..., "
-                       f"but the data has manifest {manifest_hash[:16]}... (full: {got} vs {manifest_hash}); "
-                       "evaluate with the dataset it was trained on or retrain it")
-
-
 def select_ids(data: DatasetLike, subset: str, limit: int | None, selection_seed: int) -> tuple[str, ...]:
     """The val image ids of ``subset`` a metric uses: a fixed seeded permutation, first ``limit``.
 
@@ -290,7 +281,8 @@ def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) ->
                 skipped.append(Skip(name, kind, kind_methods, missing, required))
                 continue
             for n in needs:
-                check_manifest(by_kind[kind][n.role], data.manifest_hash)
+                entry = by_kind[kind][n.role]
+                check_trained_on(entry.card, data.manifest_hash, entry.path or entry.card.role)
             if name not in selections:
                 selections[name] = select_ids(data, info.selection_subset, config.image_limit(name),
                                               config.selection_seed)

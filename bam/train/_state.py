@@ -86,6 +86,7 @@ def load_state(out_dir: Path, require_checksum: bool = True) -> dict[str, Any]:
     return state
 
 
+
 def check_weights(out_dir: Path, state: dict[str, Any]) -> None:
     """BamError unless ``model.safetensors`` is the file the state was saved with (when it has one)."""
     expected = state.get("weights_sha256")
@@ -111,19 +112,16 @@ def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -
     return out
 
 
-def check_resumable(out_dir: Path, settings: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+def check_resumable(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The saved state to continue from (or to confirm a finished run), or None to start fresh.
 
-    BamError when ``out_dir`` already holds a run and ``resume`` is false, when its state is
-    damaged, or when the saved run's settings differ from ``settings`` (naming the first one).
+    BamError when the state is damaged, or when the saved run's settings differ from ``settings``
+    (naming the first one).
     """
     has_state = (out_dir / STATE_FILE).is_file()
     has_card = (out_dir / CARD_FILE).is_file()
     if not has_state and not has_card:
         return None
-    if not resume:
-        raise BamError(f"output directory {out_dir} already holds a training run; resume it "
-                       "(the default: omit resume=False) or choose another --out")
     if not has_state:
         raise BamError(f"{out_dir} holds a finished model ({CARD_FILE}) without its {STATE_FILE}, so its "
                        "settings cannot be compared; choose another --out to train again")
@@ -135,3 +133,24 @@ def check_resumable(out_dir: Path, settings: dict[str, Any], resume: bool) -> di
         raise BamError(f"cannot resume {out_dir}: setting {key!r} differs (checkpoint {old!r}, now {new!r}){more}; "
                        "use the original settings or another --out")
     return state
+
+
+def check_environment(out_dir: Path, state: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to continue an unfinished run in another numeric environment (thread count, CPU ISA).
+
+    The same seed gives the same weights only with the same intra-op thread count and instruction
+    set (float reductions are ordered by them), so a resumed run would silently differ from a straight
+    one. States written before the environment was recorded are accepted.
+    """
+    saved = state.get("environment")
+    if not isinstance(saved, dict):
+        return
+    diffs = _differences(saved, now)
+    if diffs:
+        key, old, new = diffs[0]
+        raise BamError(f"cannot resume {out_dir}: it was trained with {key} {old!r}, this process has {new!r}; a "
+                       "resumed run would not reproduce a straight one (set the same thread count, e.g. "
+                       f"OMP_NUM_THREADS={old}, or use another --out)" if key == "intra_op_threads" else
+                       f"cannot resume {out_dir}: it was trained with {key} {old!r}, this machine has {new!r}; a "
+                       "resumed run would not reproduce a straight one (resume on the same kind of machine, or use "
+                       "another --out)")

@@ -64,7 +64,7 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, fake_data, monkeypatch)
         fit(TINY, fake_data, tmp_path / "b", "scene", device="cpu")
     monkeypatch.setattr(trainer, "save_state", real_save)
     assert not (tmp_path / "b" / "card.json").exists()
-    resumed = fit(TINY, fake_data, tmp_path / "b", "scene", device="cpu", resume=True)
+    resumed = fit(TINY, fake_data, tmp_path / "b", "scene", device="cpu")
     wa = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)
     wb = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     for k, v in wa["model"].items():
@@ -77,8 +77,6 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, fake_data, monkeypatch)
 
 def test_resume_with_different_settings_is_an_error(tmp_path: Path, fake_data) -> None:  # type: ignore[no-untyped-def]
     fit(TINY.replace(epochs=1), fake_data, tmp_path / "m", "obj", device="cpu")
-    with pytest.raises(BamError, match="already holds a training run; resume it"):
-        fit(TINY.replace(epochs=1), fake_data, tmp_path / "m", "obj", device="cpu", resume=False)
     with pytest.raises(BamError, match=r"setting 'lr' differs \(checkpoint 0.05, now 0.01\)"):
         fit(TINY.replace(epochs=1, lr=0.01), fake_data, tmp_path / "m", "obj", device="cpu")
     with pytest.raises(BamError, match="setting 'role' differs"):
@@ -87,6 +85,36 @@ def test_resume_with_different_settings_is_an_error(tmp_path: Path, fake_data) -
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     again = fit(TINY.replace(epochs=1, workers=1), fake_data, tmp_path / "m", "obj", device="cpu")
     assert again.weights_sha256 == card["weights_sha256"]
+
+
+def test_resume_with_another_thread_count_is_refused(tmp_path: Path, fake_data,  # type: ignore[no-untyped-def]
+                                                     monkeypatch) -> None:
+    """The thread count orders float reductions: a resumed run in another one would not match a straight run."""
+    import bam.train.trainer as trainer
+
+    real_save = trainer.save_state
+
+    def save_then_die(out_dir: Path, state: dict) -> None:
+        real_save(out_dir, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(TINY, fake_data, tmp_path / "t", "scene", device="cpu")
+    monkeypatch.setattr(trainer, "save_state", real_save)
+    state = torch.load(tmp_path / "t" / "train_state.pt", weights_only=True)
+    assert state["environment"] == {"intra_op_threads": torch.get_num_threads(),
+                                    "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        with pytest.raises(BamError, match=rf"intra_op_threads {threads}.*OMP_NUM_THREADS={threads}") as exc:
+            fit(TINY, fake_data, tmp_path / "t", "scene", device="cpu")
+        assert "\n" not in str(exc.value)
+    finally:
+        torch.set_num_threads(threads)
+    card = fit(TINY, fake_data, tmp_path / "t", "scene", device="cpu")  # the same thread count resumes
+    assert card.accuracy["val"] >= 0
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path: Path, fake_data) -> None:  # type: ignore[no-untyped-def]
