@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bam.config import check_seed
 from bam.errors import BamError
-from bam.roles import BASE_ROLES, commonality_roles
+from bam.roles import BASE_ROLES, commonality_k, commonality_roles
 
 log = logging.getLogger("bam.pipeline")
 
@@ -33,9 +33,14 @@ class RunConfig:
     invertible_config: str | None = None
     invertible_commonality_config: str | None = None
     eval_config: str = "default"
+    #: models trained at once (one single-threaded process each) on CPU; null = one per available CPU
+    train_workers: int | None = None
 
     def __post_init__(self) -> None:
         check_seed(self.seed, "run config seed")
+        if self.train_workers is not None and (isinstance(self.train_workers, bool) or self.train_workers < 1):
+            raise BamError(f"run config train_workers {self.train_workers!r} is invalid; accepted: an integer >= 1 "
+                           "or null (one per available CPU)")
 
 
 @dataclass(frozen=True)
@@ -104,14 +109,18 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequenc
              f"({'up to date' if res.up_to_date else f'{res.seconds:.0f} s'})")
     if "train" in stages:
         from bam.data import open_dataset
-        from bam.train import load_train_config, train_model
+        from bam.train.pool import Done, Job, train_all
 
-        for job in training_plan(cfg, len(open_dataset(data_dir).scene_classes)):
-            tc = load_train_config(job.config, {"seed": cfg.seed})
-            t = time.perf_counter()
-            card = train_model(tc, data_dir, models_dir / job.folder, job.role, device=device, progress=progress)
-            echo(f"[train] {job.folder:<24} {card.arch:<13} val acc {card.accuracy.get('val', float('nan')):.3f} "
-                 f"({time.perf_counter() - t:.0f} s)")
+        plan = training_plan(cfg, len(open_dataset(data_dir).scene_classes))
+        jobs = [Job(j.config, j.role, models_dir / j.folder, cfg.seed)
+                for j in sorted(plan, key=lambda j: commonality_k(j.role) is not None)]  # the big models first
+        t = time.perf_counter()
+
+        def done(d: Done) -> None:
+            echo(f"[train] {d.job.out.name:<24} {d.arch:<13} val acc {d.val_accuracy:.3f} ({d.seconds:.0f} s)")
+
+        train_all(jobs, data_dir, device=device, workers=cfg.train_workers, on_done=done)
+        echo(f"[train] {len(jobs)} models in {time.perf_counter() - t:.0f} s")
     if "evaluate" in stages:
         from bam.config import load_config, resolve_named
         from bam.evaluate import EvalConfig, evaluate_dir

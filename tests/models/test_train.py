@@ -200,3 +200,27 @@ def test_config_validation() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(BamError, match="unknown train config optimizer 'adam'; accepted: adamw, sgd"):
         TrainConfig(optimizer="adam")
+
+
+def test_pool_workers_train_the_same_weights_as_one_process(tmp_path: Path, tiny_data_dir: Path) -> None:
+    """bam run trains models in single-threaded worker processes: the same weights as one thread here."""
+    import yaml
+
+    from bam.train.pool import Job, train_all
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"arch": "small_resnet", "arch_kwargs": {"widths": [8, 8, 8]}, "epochs": 1,
+                                   "batch_size": 32, "lr": 0.01}))
+    jobs = [Job(str(cfg), role, tmp_path / "pool" / role, 0) for role in ("obj", "scene")]
+    seen: list[str] = []
+    pooled = train_all(jobs, tiny_data_dir, device="cpu", workers=2, on_done=lambda d: seen.append(d.job.role))
+    assert sorted(seen) == ["obj", "scene"] and [d.job.role for d in pooled] == ["obj", "scene"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = train_all([Job(str(cfg), "obj", tmp_path / "alone", 0)], tiny_data_dir, device="cpu", workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    card = json.loads((tmp_path / "pool" / "obj" / "card.json").read_text())
+    assert card["weights_sha256"] == json.loads((tmp_path / "alone" / "card.json").read_text())["weights_sha256"]
+    assert alone[0].val_accuracy == pooled[0].val_accuracy
