@@ -35,9 +35,15 @@ class RunConfig:
     eval_config: str = "default"
     #: models trained at once (one single-threaded process each) on CPU; null = one per available CPU
     train_workers: int | None = None
+    #: independent model sets (seeds seed..seed+repeats-1), summarised in out/summary
+    repeats: int = 1
+    #: with repeats: draw the data again for every seed (default: one build, seed ``seed``)
+    redraw_data: bool = False
 
     def __post_init__(self) -> None:
         check_seed(self.seed, "run config seed")
+        if isinstance(self.repeats, bool) or not 1 <= self.repeats <= 100:
+            raise BamError(f"run config repeats {self.repeats!r} is invalid; accepted: an integer in 1..100")
         if self.train_workers is not None and (isinstance(self.train_workers, bool) or self.train_workers < 1):
             raise BamError(f"run config train_workers {self.train_workers!r} is invalid; accepted: an integer >= 1 "
                            "or null (one per available CPU)")
@@ -86,55 +92,98 @@ def parse_stages(text: str) -> tuple[str, ...]:
     return wanted
 
 
+@dataclass(frozen=True)
+class _Dirs:
+    """Where one repeat's data, models and evaluation go, and its seed."""
+
+    data: Path
+    models: Path
+    eval: Path
+    seed: int
+
+
+def repeat_dirs(cfg: RunConfig, out: Path) -> tuple[_Dirs, ...]:
+    """One repeat: out/{data,models,eval}; N repeats: out/seed-<s>/{models,eval} (data shared unless re-drawn)."""
+    if cfg.repeats == 1:
+        return (_Dirs(out / "data", out / "models", out / "eval", cfg.seed),)
+    seeds = [cfg.seed + r for r in range(cfg.repeats)]
+    return tuple(_Dirs(out / f"seed-{s}" / "data" if cfg.redraw_data else out / "data", out / f"seed-{s}" / "models",
+                       out / f"seed-{s}" / "eval", s) for s in seeds)
+
+
 def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequence[str] = STAGES,
                  device: str = "auto", progress: bool = False,
                  echo: Callable[[str], None] = print) -> RunResult:
     """Run the stages of ``cfg`` into ``out`` (data/, models/<folder>/, eval/); finished work is skipped.
 
-    ``echo`` receives one line per stage and per model (the CLI prints them).
+    With ``cfg.repeats`` = N > 1, N model sets are trained and evaluated with seeds s..s+N-1 (the
+    data drawn once with seed s unless ``redraw_data``), and ``out/summary`` gets the agreement of
+    the method rankings across them. ``echo`` receives one line per stage and per model.
     """
     from bam.config import save_config
 
     out = Path(out)
-    data_dir, models_dir, eval_dir = out / "data", out / "models", out / "eval"
     save_config(cfg, out / "run.yaml")
     t0 = time.perf_counter()
+    failed: tuple[tuple[str, str], ...] = ()
+    dirs = repeat_dirs(cfg, out)
+    for d in dirs:
+        tag = "" if len(dirs) == 1 else f" seed {d.seed}"
+        failed = failed or _run_one(cfg, d, stages, (device, progress), lambda line, t=tag: echo(
+            line.replace("] ", f"{t}] ", 1) if t else line))
+    if len(dirs) > 1 and "report" in stages:
+        from bam.report.repeats import summarise_repeats
+
+        summary = summarise_repeats([d.eval for d in dirs], out / "summary")
+        for r in summary.stability.to_dict("records"):
+            echo(f"[summary] {r['metric']:<10} Kendall W {r['kendall_w']:.3f}  mean tau {r['mean_tau']:.3f}  "
+                 f"resolved pairs {r['resolved_pairs']} of {r['n_pairs']}")
+        echo(f"[summary] {summary.out / 'report.html'}")
+    last = dirs[-1].eval if len(dirs) == 1 else out / "summary"
+    return RunResult(out=out, results=last / ("results.csv" if len(dirs) == 1 else "stability.csv"),
+                     report=last / "report.html", seconds=time.perf_counter() - t0, failed_everywhere=failed)
+
+
+def _run_one(cfg: RunConfig, d: _Dirs, stages: Sequence[str], how: tuple[str, bool],
+             echo: Callable[[str], None]) -> tuple[tuple[str, str], ...]:
+    """The stages of one repeat; returns the methods that failed on every image."""
+    device, progress = how
     failed: tuple[tuple[str, str], ...] = ()
     if "build" in stages:
         from bam.data import build_dataset, load_recipe
 
-        echo(f"[build] recipe {cfg.recipe} -> {data_dir}")
-        res = build_dataset(load_recipe(cfg.recipe), data_dir, seed=cfg.seed, progress=progress)
+        data_seed = d.seed if cfg.redraw_data else cfg.seed
+        echo(f"[build] recipe {cfg.recipe} -> {d.data}")
+        res = build_dataset(load_recipe(cfg.recipe), d.data, seed=data_seed, progress=progress)
         echo(f"[build] {res.counts['composites']} composites, manifest {res.manifest_hash[:12]} "
              f"({'up to date' if res.up_to_date else f'{res.seconds:.0f} s'})")
     if "train" in stages:
         from bam.data import open_dataset
         from bam.train.pool import Done, Job, train_all
 
-        plan = training_plan(cfg, len(open_dataset(data_dir).scene_classes))
-        jobs = [Job(j.config, j.role, models_dir / j.folder, cfg.seed)
+        plan = training_plan(cfg, len(open_dataset(d.data).scene_classes))
+        jobs = [Job(j.config, j.role, d.models / j.folder, d.seed)
                 for j in sorted(plan, key=lambda j: commonality_k(j.role) is not None)]  # the big models first
         t = time.perf_counter()
 
-        def done(d: Done) -> None:
-            echo(f"[train] {d.job.out.name:<24} {d.arch:<13} val acc {d.val_accuracy:.3f} ({d.seconds:.0f} s)")
+        def done(r: Done) -> None:
+            echo(f"[train] {r.job.out.name:<24} {r.arch:<13} val acc {r.val_accuracy:.3f} ({r.seconds:.0f} s)")
 
-        train_all(jobs, data_dir, device=device, workers=cfg.train_workers, on_done=done)
+        train_all(jobs, d.data, device=device, workers=cfg.train_workers, on_done=done)
         echo(f"[train] {len(jobs)} models in {time.perf_counter() - t:.0f} s")
     if "evaluate" in stages:
         from bam.config import load_config, resolve_named
         from bam.evaluate import EvalConfig, evaluate_dir
 
-        echo(f"[evaluate] config {cfg.eval_config} -> {eval_dir}")
-        ec = load_config(EvalConfig, resolve_named(cfg.eval_config, "configs/eval", "eval config"), {"seed": cfg.seed})
-        er = evaluate_dir(data_dir, models_dir, ec, eval_dir, device=device, progress=progress)
+        echo(f"[evaluate] config {cfg.eval_config} -> {d.eval}")
+        ec = load_config(EvalConfig, resolve_named(cfg.eval_config, "configs/eval", "eval config"), {"seed": d.seed})
+        er = evaluate_dir(d.data, d.models, ec, d.eval, device=device, progress=progress)
         if er is not None:
             failed = tuple(er.failed_everywhere.items())
             echo(f"[evaluate] {len(er.results)} result rows, {len(er.records)} records")
     if "report" in stages:
         from bam.report import build_report
 
-        rep = build_report(eval_dir)
+        rep = build_report(d.eval)
         echo(f"[report] {rep.html} ({len(rep.figures)} figures)")
-    return RunResult(out=out, results=eval_dir / "results.csv", report=eval_dir / "report.html",
-                     seconds=time.perf_counter() - t0, failed_everywhere=failed)
+    return failed

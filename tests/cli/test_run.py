@@ -63,3 +63,30 @@ def test_build_and_train_stages_on_tiny(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "run.yaml"}
     assert before == after
+
+
+def test_repeats_summarise_ranking_stability(tmp_path: Path) -> None:
+    train = tmp_path / "train.yaml"
+    train.write_text(yaml.safe_dump({"arch": "small_resnet", "arch_kwargs": {"widths": [8, 8, 8]},
+                                     "epochs": 1, "batch_size": 32, "lr": 0.01}))
+    ev = tmp_path / "eval.yaml"
+    ev.write_text(yaml.safe_dump({"methods": ["gradient", "gradcam", "random"], "metrics": ["mcs", "idr"],
+                                  "bootstrap": 50, "examples": 0}))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"recipe": "tiny", "seed": 3, "train_config": str(train),
+                                   "commonality_config": None, "invertible_config": None,
+                                   "eval_config": str(ev)}))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", "--config", str(cfg), "--out", str(out), "--repeats", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "[train seed 4]" in res.output and "[summary] mcs" in res.output
+    assert (out / "seed-3" / "eval" / "results.csv").is_file() and (out / "seed-4" / "eval" / "results.csv").is_file()
+    assert not (out / "seed-3" / "data").exists()  # one build shared by both seeds
+    import pandas as pd
+
+    stab = pd.read_csv(out / "summary" / "stability.csv").set_index("metric")
+    assert set(stab.index) == {"mcs", "idr"} and (stab["n_repeats"] == 2).all() and (stab["n_methods"] == 2).all()
+    assert stab["kendall_w"].between(0, 1).all()
+    rep = pd.read_csv(out / "summary" / "repeats.csv")
+    assert set(rep["method"]) == {"gradient", "gradcam", "random"} and (rep["n_repeats"] == 2).all()
+    assert (out / "summary" / "report.html").is_file() and (out / "summary" / "outputs.json").is_file()

@@ -97,3 +97,28 @@ def test_kendall_tau_and_w_on_hand_made_rankings() -> None:
     scores = np.array([[1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [2.0, 1.0, 3.0]])
     assert kendall_w(scores) == pytest.approx(4 / 9)
     assert mean_pairwise_tau(scores) == pytest.approx(np.mean([1 / 3, 1 / 3, -1 / 3]))
+
+
+def test_stability_tables_on_constructed_repeats() -> None:
+    import pandas as pd
+
+    from bam.evaluate.stability import repeats_table, stability_table
+
+    def results(values: dict[str, float], seed: int) -> pd.DataFrame:
+        return pd.DataFrame([{"metric": "mcs", "method": m, "value": v, "seed": seed} for m, v in values.items()])
+
+    reps = [results({"a": 0.3, "b": 0.2, "c": 0.1, "random": 0.0}, 0),
+            results({"a": 0.35, "b": 0.1, "c": 0.15, "random": 0.01}, 1)]
+    comps = [pd.DataFrame({"metric": ["mcs"] * 3, "method_a": ["a", "a", "b"], "method_b": ["b", "c", "c"],
+                           "resolved": [True, True, False]}),
+             pd.DataFrame({"metric": ["mcs"] * 3, "method_a": ["a", "a", "c"], "method_b": ["c", "b", "b"],
+                           "resolved": [True, False, False]})]
+    stab = stability_table(reps, comps, frozenset({"random"})).iloc[0]
+    # rankings a > b > c and a > c > b: tau = 1/3 (one of three pairs swapped)
+    assert stab["n_methods"] == 3 and stab["mean_tau"] == pytest.approx(1 / 3)
+    assert stab["kendall_w"] == pytest.approx(kendall_w(np.array([[0.3, 0.2, 0.1], [0.35, 0.1, 0.15]])))
+    assert stab["resolved_pairs"] == "[2, 1]" and stab["resolved_pairs_mean"] == 1.5 and stab["n_pairs"] == 3
+    rep = repeats_table(reps).set_index("method")
+    assert rep.loc["a", "mean"] == pytest.approx(0.325) and rep.loc["a", "sd"] == pytest.approx(np.std([0.3, 0.35],
+                                                                                                       ddof=1))
+    assert rep.loc["b", "n_repeats"] == 2 and rep.loc["b", "values"] == "[0.2, 0.1]"
