@@ -24,7 +24,7 @@ from bam.concepts._registry import (
     register_concept_method,
 )
 from bam.concepts._stats import t_two_sided_p, ttest_ind
-from bam.concepts.config import LAST_STAGE, LOGIT, TcavConfig
+from bam.concepts.config import LAST_STAGE, LOGIT, PENULTIMATE_STAGE, TcavConfig
 from bam.concepts.sets import (
     ConceptSets,
     DataImageSource,
@@ -46,9 +46,10 @@ from bam.concepts.tcav import (
 )
 
 __all__ = [
-    "CAV_COLUMNS", "CONCEPT_METHODS", "LAST_STAGE", "LOGIT", "RECORD_COLUMNS", "SUMMARY_COLUMNS", "CavCache",
-    "ConceptMethodInfo", "ConceptSets", "DataImageSource", "ImageSet", "ImageSource", "ModelSpec", "TcavConfig",
-    "TcavJob", "TcavResult", "TensorImageSource", "build_concept_sets", "concept_method_info", "find_bottlenecks",
-    "get_concept_method", "list_concept_methods", "register_concept_method", "resolve_layers", "run_tcav",
-    "sets_table", "t_two_sided_p", "target_class", "tcav_records", "ttest_ind",
+    "CAV_COLUMNS", "CONCEPT_METHODS", "LAST_STAGE", "LOGIT", "PENULTIMATE_STAGE", "RECORD_COLUMNS",
+    "SUMMARY_COLUMNS", "CavCache", "ConceptMethodInfo", "ConceptSets", "DataImageSource", "ImageSet", "ImageSource",
+    "ModelSpec", "TcavConfig", "TcavJob", "TcavResult", "TensorImageSource", "build_concept_sets",
+    "concept_method_info", "find_bottlenecks", "get_concept_method", "list_concept_methods",
+    "register_concept_method", "resolve_layers", "run_tcav", "sets_table", "t_two_sided_p", "target_class",
+    "tcav_records", "ttest_ind",
 ]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bam.concepts.config import LAST_STAGE, LOGIT
+from bam.concepts.config import LOGIT, PENULTIMATE_STAGE, STAGE_ALIASES
 from bam.errors import BamError
 
 
@@ -46,14 +46,17 @@ def resolve_layers(model: nn.Module, requested: Sequence[str]) -> dict[str, nn.M
 
 
 def summary_layer(layers: Sequence[str], wanted: str) -> str:
-    """``wanted``, or for ``last`` the last residual stage among ``layers`` (``logit`` if there is none)."""
-    if wanted != LAST_STAGE:
+    """``wanted``, or for an alias the last / penultimate residual stage among ``layers`` (with one
+    stage: that one; with none: ``logit``)."""
+    if wanted not in STAGE_ALIASES:
         if wanted not in layers:
-            raise BamError(f"tcav summary_layer {wanted!r} is not computed; accepted: {LAST_STAGE!r}, "
+            raise BamError(f"tcav summary_layer {wanted!r} is not computed; accepted: {', '.join(STAGE_ALIASES)}, "
                            f"{', '.join(layers)}")
         return wanted
     stages = [n for n in layers if n != LOGIT]
-    return stages[-1] if stages else LOGIT
+    if not stages:
+        return LOGIT
+    return stages[-2] if wanted == PENULTIMATE_STAGE and len(stages) > 1 else stages[-1]
 
 
 class _Stop(Exception):
@@ -108,12 +111,35 @@ def layer_activations(model: nn.Module, name: str, module: nn.Module | None, ima
     return torch.cat(chunks)
 
 
-def target_gradients(model: nn.Module, layers: Mapping[str, nn.Module | None], images: Tensor,
-                     target: int, gradient: str) -> tuple[dict[str, Tensor], Tensor]:
-    """Gradients [B, D] of the target class objective at every layer (one backward) and the logits.
+def objective_seed(logits: Tensor, target: int, gradient: str) -> tuple[Tensor, Tensor]:
+    """d objective / d logits [B, K] in float64, scaled to max |.| = 1 per image, and that scale [B].
 
-    ``gradient``: ``logit`` differentiates the target logit (Kim et al. 2018, Eq. 2), ``log_softmax``
-    its log-probability (the original TF code's cross-entropy, with the sign that raises the class).
+    ``logit``: e_c. ``log_softmax``: e_c - softmax(z) with the target entry written as the sum of
+    the other probabilities (1 - p_c without cancellation), so a confident prediction keeps the
+    sign of its tiny gradient; the per-image rescaling (positive, so signs are unchanged) keeps
+    it out of float32 underflow in the backward pass.
+    """
+    z = logits.detach().double()
+    if not 0 <= target < z.shape[1]:
+        raise BamError(f"target class {target} is out of range for a model with {z.shape[1]} outputs; accepted: "
+                       f"0..{z.shape[1] - 1}")
+    onehot = F.one_hot(torch.full((len(z),), target, device=z.device), z.shape[1]).double()
+    if gradient == "logit":
+        return onehot, torch.ones(len(z), dtype=torch.float64, device=z.device)
+    others = torch.softmax(z, dim=1) * (1.0 - onehot)
+    seed = onehot * others.sum(1, keepdim=True) - others
+    scale = seed.abs().amax(1).clamp(min=1e-300)
+    return seed / scale[:, None], scale
+
+
+def target_gradients(model: nn.Module, layers: Mapping[str, nn.Module | None], images: Tensor,
+                     target: int, gradient: str) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Gradients [B, D] of the target class objective at every layer (one backward), the logits,
+    and the per-image scale the gradients are to be multiplied by (see :func:`objective_seed`).
+
+    ``gradient``: ``log_softmax`` differentiates the target class log-probability (what the
+    original TF code did, through the cross-entropy loss), ``logit`` the target logit (Kim et al.
+    2018, Eq. 2).
     """
     device = model_device(model)
     x = images.to(device).requires_grad_(True)  # so every activation is part of the graph
@@ -133,11 +159,11 @@ def target_gradients(model: nn.Module, layers: Mapping[str, nn.Module | None], i
                 if len(got) != 1:
                     raise BamError(f"bottleneck {name!r} ran {len(got)} times in one forward pass; accepted: a "
                                    "module that runs once")
-            score = logits if gradient == "logit" else F.log_softmax(logits, dim=1)
-            objective = score[:, target].sum()  # images are independent in eval mode
+            seed, scale = objective_seed(logits, target, gradient)
             tensors = [logits if m is None else outs[n][0] for n, m in layers.items()]
-            grads = torch.autograd.grad(objective, tensors, allow_unused=False)
+            # images are independent in eval mode: one vector-Jacobian product serves the batch
+            grads = torch.autograd.grad(logits, tensors, grad_outputs=seed.to(logits.dtype))
     finally:
         for h in handles:
             h.remove()
-    return {n: g.flatten(1).float() for n, g in zip(layers, grads)}, logits.detach()
+    return {n: g.flatten(1).float() for n, g in zip(layers, grads)}, logits.detach(), scale

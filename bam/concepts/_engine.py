@@ -192,7 +192,8 @@ def target_derivatives(model: nn.Module, layers: Mapping[str, nn.Module | None],
     preds: list[np.ndarray] = []
     bs = job.config.batch_size
     for start in range(0, len(targets), bs):
-        grads, logits = target_gradients(model, layers, targets[start:start + bs], target, job.config.gradient)
+        grads, logits, scale = target_gradients(model, layers, targets[start:start + bs], target,
+                                                job.config.gradient)
         counters.gradient_images += min(bs, len(targets) - start)
         preds.append(logits.argmax(1).cpu().numpy())
         for name, g in grads.items():
@@ -200,5 +201,5 @@ def target_derivatives(model: nn.Module, layers: Mapping[str, nn.Module | None],
             if v.shape[1] != g.shape[1]:
                 raise BamError(f"layer {name!r}: CAV size {v.shape[1]} != activation size {g.shape[1]}; "
                                "accepted: CAVs of this model (delete a stale cache)")
-            out[name].append((g.double() @ v.to(g.device).double().T).cpu().numpy())
+            out[name].append(((g.double() @ v.to(g.device).double().T) * scale[:, None]).cpu().numpy())
     return {n: np.concatenate(v) for n, v in out.items()}, np.concatenate(preds)

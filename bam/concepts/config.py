@@ -13,30 +13,38 @@ from bam.errors import BamError, choices_error
 
 #: Name of the pseudo-bottleneck "the model output" (the original's ``logit``).
 LOGIT = "logit"
-#: ``summary_layer`` alias for the last residual stage.
+#: ``summary_layer`` aliases: the last residual stage, the one before it (the default).
 LAST_STAGE = "last"
+PENULTIMATE_STAGE = "penultimate"
+STAGE_ALIASES = (PENULTIMATE_STAGE, LAST_STAGE)
 #: What the directional derivative differentiates (see docs/tcav.md).
-GRADIENTS = ("logit", "log_softmax")
-SPLITS = ("val", "train")
+GRADIENTS = ("log_softmax", "logit")
+SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
 class TcavConfig:
     """What one TCAV evaluation computes.
 
-    ``concept_size``: images of the concept set (the common object on other scenes);
+    ``concept_size``: images of the concept set (composites of the common object);
     ``random_size``: images of each random set and of the random counterpart;
     ``num_random``: random experiments (>= 2: the t-test needs a spread on both sides);
     ``alpha``: L2 weight of the hinge-loss linear classifier (sklearn SGDClassifier's ``alpha``);
     ``layers``: bottleneck names (empty = every residual stage + ``logit``);
-    ``summary_layer``: the layer the one-number summary and the metrics use (``last`` = the last
-    residual stage); ``target_images``: common-in-scene val images scored (None = all);
+    ``summary_layer``: the layer the one-number summary and the metrics use (``penultimate``, the
+    default: the residual stage before the last; ``last``: the last stage; or a layer name: see
+    docs/tcav.md for why not the last stage or ``logit``); ``target_images``: common-in-scene val
+    images scored (None = all);
     ``seed``: draws the sets, the target selection and the classifier's held-out split;
     ``p_threshold``: significance level of the two-sided t-test; ``holdout``: fraction of each
     classifier's data kept out of training to report its accuracy (the original's 0.33);
-    ``gradient``: ``logit`` (Kim et al.'s definition) or ``log_softmax`` (what the original's TF
-    code differentiated, through the cross-entropy loss); ``split``: where the concept and random
-    sets are drawn from; ``batch_size``: images per forward/backward.
+    ``gradient``: ``log_softmax`` (what the original's TF code differentiated, through the
+    cross-entropy loss; the default) or ``logit`` (Kim et al.'s Eq. 2; its gradient is the same for
+    every image at ``logit`` and at a last stage followed by average pooling and a linear head,
+    so those rows degenerate to 0 or 1); ``split``: where the concept and random sets are drawn
+    from (``train``: every scene in proportion, disjoint from the val targets; ``val``: images no
+    model was trained on, without the common scene, whose val images are the targets); ``batch_size``:
+    images per forward/backward.
     """
 
     concept_size: int = 100
@@ -44,13 +52,13 @@ class TcavConfig:
     num_random: int = 2
     alpha: float = 0.1
     layers: tuple[str, ...] = ()
-    summary_layer: str = LAST_STAGE
+    summary_layer: str = PENULTIMATE_STAGE
     target_images: int | None = 100
     seed: int = 0
     p_threshold: float = 0.05
     holdout: float = 0.33
-    gradient: str = "logit"
-    split: str = "val"
+    gradient: str = "log_softmax"
+    split: str = "train"
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -76,6 +84,6 @@ class TcavConfig:
             raise choices_error("tcav split", self.split, SPLITS)
         if len(set(self.layers)) != len(self.layers):
             raise BamError(f"tcav layers {list(self.layers)} repeat a name; accepted: distinct bottleneck names")
-        if self.layers and self.summary_layer not in (LAST_STAGE, *self.layers):
+        if self.layers and self.summary_layer not in (*STAGE_ALIASES, *self.layers):
             raise BamError(f"tcav summary_layer {self.summary_layer!r} is not among layers {list(self.layers)}; "
-                           f"accepted: {LAST_STAGE!r} or one of the layers")
+                           f"accepted: {', '.join(STAGE_ALIASES)} or one of the layers")

@@ -4,8 +4,9 @@ The original BAM copied image folders by hand (``scripts/construct_bim_dataset.p
 ``save_tcav_images``): ``dog_scene`` = 100 random val composites of the common object (on any
 scene, the common scene included, so some were also targets), ``random500_0/1`` = two halves of
 200 random val scene-only images, ``random_counter_part`` = 100 COCO val photographs, targets
-``dog_bedroom`` = the common-object-in-common-scene val composites. ``bam`` draws the same sets
-from the subsets, seeded (see docs/tcav.md for the differences and why).
+``dog_bedroom`` = the common-object-in-common-scene val composites. ``bam`` draws the same kinds
+of sets from the subsets, seeded, from the train split by default so that no target shares a
+pixel with them (see docs/tcav.md).
 """
 
 from __future__ import annotations
@@ -112,39 +113,45 @@ class ConceptSets:
 
 
 def _too_few(what: str, found: int, need: int, field: str) -> BamError:
-    return BamError(f"too few {what}: found {found}, need {need}; accepted: tcav {field} such that the "
-                    f"sets fit ({found} available)")
+    return BamError(f"too few {what}: found {found}, need {need}; accepted: a smaller tcav {field} "
+                    f"(at most {found} images in all)")
 
 
 def build_concept_sets(data: Any, config: TcavConfig) -> ConceptSets:
     """The sets of the original protocol from a build (``data`` follows the data contract).
 
-    * concept (``<object>_scene``): composites of the common object on every scene but the
-      common scene (those are the targets), from ``config.split``;
+    * concept (``<object>_scene``): composites of the common object on random scenes, from
+      ``config.split``;
     * random sets (``random500_<i>``) and the counterpart (``random_counter_part``): disjoint
-      draws of distinct scene-only images (one per scene image: the scene-only rows of the ten
-      objects on one scene image are the same pixels) of scenes other than the common scene
-      (its val images are the targets' backgrounds), from ``config.split``;
+      draws of distinct scene-only images (one per scene image: the scene-only rows of all objects
+      on one scene image are the same pixels), from ``config.split``;
     * targets: the common_in_scene val composites, a seeded permutation cut at
       ``config.target_images`` (the permutation of ``bam.evaluate`` for the same seed).
+
+    From ``train`` (the default) every scene is drawn in proportion, as in the original, and no
+    target pixels can occur (targets, their scene images and object instances are val). From
+    ``val`` the common scene is left out of all sets: its val composites of the common object are
+    the targets and its val scene images their backgrounds.
     """
     obj, scene = data.common_object, data.common_scene
+    skip = scene if config.split == "val" else None
+    where = f"{config.split} split" + (f", scenes other than {scene}" if skip else "")
     table = data.subset("obj", config.split).table.sort_values("image_id", kind="stable")
-    cand = table[(table["object"] == obj) & (table["scene"] != scene)]["image_id"].astype(str).tolist()
+    cand = table[(table["object"] == obj) & (table["scene"] != skip)]["image_id"].astype(str).tolist()
     if len(cand) < config.concept_size:
-        raise _too_few(f"concept images ({obj} on scenes other than {scene}, {config.split} split)", len(cand),
-                       config.concept_size, "concept_size")
+        raise _too_few(f"concept images ({obj} composites, {where})", len(cand), config.concept_size,
+                       "concept_size")
     pick = np.random.default_rng([config.seed, _CONCEPT_STREAM]).permutation(len(cand))[:config.concept_size]
     concept = ImageSet(f"{obj}_scene", "obj", config.split, tuple(cand[i] for i in pick), data.manifest_hash)
 
     so = data.subset("scene_only", config.split).table.sort_values("image_id", kind="stable")
-    so = so[so["scene"] != scene].drop_duplicates(["scene", "instance"], keep="first")
+    so = so[so["scene"] != skip].drop_duplicates(["scene", "instance"], keep="first")
     ids = so["image_id"].astype(str).tolist()
     need = (config.num_random + 1) * config.random_size
     if len(ids) < need:
-        raise _too_few(f"random images (distinct scene-only images of scenes other than {scene}, {config.split} "
-                       f"split; {config.num_random} random sets + the counterpart of random_size "
-                       f"{config.random_size})", len(ids), need, "random_size/num_random")
+        raise _too_few(f"random images (distinct scene-only images, {where}; {config.num_random} random sets + "
+                       f"the counterpart of random_size {config.random_size})", len(ids), need,
+                       "random_size/num_random")
     order = np.random.default_rng([config.seed, _RANDOM_STREAM]).permutation(len(ids))[:need]
     chunks = [tuple(ids[i] for i in order[j * config.random_size:(j + 1) * config.random_size])
               for j in range(config.num_random + 1)]

@@ -12,15 +12,17 @@ DIM = 64  # bottleneck width
 
 
 class ToyNet(nn.Module):
-    """a = W x (W with orthonormal rows, so input noise stays isotropic); logits of a:
+    """a = W x (W with orthonormal rows, so input noise stays isotropic); two logits of a.
 
-    0 ``linear``: u.a with u = v (the concept direction): every directional derivative along
-      the concept CAV is u.v > 0 -> TCAV 1;  1 ``anti``: -u.a -> TCAV 0;
-    2 ``quadratic``: |a|^2 / 2, gradient a: the sign of a.cav varies with the image.
+    ``linear``: (v.a, -v.a) with v the concept direction. Class 0's gradient is v (logit) or
+    2 p_1 v (log-softmax): every derivative along a CAV has the sign of v.cav, so the concept CAV
+    scores 1 for class 0 and 0 for class 1. ``quadratic``: (|a|^2 / 2, 0): class 0's gradient is
+    a (logit) or (1 - p_0) a: the sign of a.cav varies with the image.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, head: str = "linear") -> None:
         super().__init__()
+        self.head = head
         g = torch.Generator().manual_seed(seed)
         q, _ = torch.linalg.qr(torch.randn(3 * SIDE * SIDE, DIM, generator=g))
         self.block = nn.Linear(3 * SIDE * SIDE, DIM, bias=False)
@@ -39,8 +41,10 @@ class ToyNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.block(x.flatten(1))
-        lin = a @ self.v
-        return torch.stack([lin, -lin, 0.5 * (a * a).sum(1)], dim=1)
+        if self.head == "linear":
+            lin = a @ self.v
+            return torch.stack([lin, -lin], dim=1)
+        return torch.stack([0.5 * (a * a).sum(1), torch.zeros_like(a[:, 0])], dim=1)
 
 
 def toy_images(model: ToyNet, n: int, shift: float, seed: int, scale: float = 1.0) -> Tensor:

@@ -15,12 +15,12 @@ from bam.concepts import CavCache, ModelSpec, TcavConfig, TcavJob, run_tcav
 def _run(model: ToyNet, cache: Path, **cfg: object) -> tuple[pd.DataFrame, dict[str, int]]:
     sets = toy_sets(60, 2, targets=40)
     job = TcavJob(sets, toy_source(model, sets, 5.0, 1.0), TcavConfig(**cfg), CavCache(cache))  # type: ignore[arg-type]
-    res = run_tcav(job, [ModelSpec("obj", model, "a" * 64, 2, "q")])
+    res = run_tcav(job, [ModelSpec("obj", model, "a" * 64, 0, "q")])
     return res.records, dict(res.counts)
 
 
 def test_second_run_trains_nothing_and_gives_identical_records(tmp_path: Path) -> None:
-    model = ToyNet()
+    model = ToyNet(head="quadratic")
     first, c1 = _run(model, tmp_path)
     assert c1["cavs_trained"] == 8 and c1["cavs_cached"] == 0 and c1["activation_images"] == 2 * 240
     files = sorted(tmp_path.rglob("*.safetensors"))
@@ -35,7 +35,7 @@ def test_second_run_trains_nothing_and_gives_identical_records(tmp_path: Path) -
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
 def test_corrupt_entry_is_recomputed(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
-    model = ToyNet()
+    model = ToyNet(head="quadratic")
     first, _ = _run(model, tmp_path)
     victim = sorted(tmp_path.rglob("*.safetensors"))[3]
     blob = victim.read_bytes()

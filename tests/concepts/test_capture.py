@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from _toy import ToyNet
 from torch import nn
 
 from bam.concepts import LOGIT, find_bottlenecks, resolve_layers
-from bam.concepts._capture import layer_activations, summary_layer, target_gradients
+from bam.concepts._capture import layer_activations, objective_seed, summary_layer, target_gradients
 from bam.errors import BamError
 from bam.models import create_model
 
@@ -39,6 +41,7 @@ def test_fallback_finds_the_residual_stages_in_order(arch: str, kw: dict[str, ob
     layers = resolve_layers(model, ())
     assert list(layers) == [*stages, LOGIT] and layers[LOGIT] is None
     assert summary_layer(list(layers), "last") == f"block_layer{n}"
+    assert summary_layer(list(layers), "penultimate") == f"block_layer{n - 1}"
 
 
 def test_model_attribute_wins_and_unknown_layer_is_one_line() -> None:
@@ -50,7 +53,8 @@ def test_model_attribute_wins_and_unknown_layer_is_one_line() -> None:
         resolve_layers(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)), ("block_layer1",))
     with pytest.raises(BamError, match="summary_layer 'block_layer2' is not computed"):
         summary_layer(["block_layer1", "logit"], "block_layer2")
-    assert summary_layer(["logit"], "last") == "logit"
+    assert summary_layer(["logit"], "last") == "logit" == summary_layer(["logit"], "penultimate")
+    assert summary_layer(["block_layer1", "logit"], "penultimate") == "block_layer1"
 
 
 def test_activations_stop_after_the_layer_and_match_a_full_pass() -> None:
@@ -78,8 +82,8 @@ def test_all_layer_gradients_from_one_backward_equal_separate_ones(arch: str, kw
     x = torch.rand(4, 3, 32, 32)
     forwards = []
     model.register_forward_hook(lambda *a: forwards.append(1))
-    grads, logits = target_gradients(model, layers, x, target=2, gradient="logit")
-    assert len(forwards) == 1
+    grads, logits, scale = target_gradients(model, layers, x, target=2, gradient="logit")
+    assert len(forwards) == 1 and torch.equal(scale, torch.ones(4, dtype=torch.float64))
     for name, module in layers.items():
         outs: list[torch.Tensor] = []
         if module is not None:
@@ -91,6 +95,28 @@ def test_all_layer_gradients_from_one_backward_equal_separate_ones(arch: str, kw
         torch.testing.assert_close(grads[name], ref.flatten(1), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(logits, out.detach())
     assert torch.allclose(grads[LOGIT], torch.nn.functional.one_hot(torch.full((4,), 2), 5).float())
+
+
+def test_log_softmax_gradient_is_exact_and_keeps_its_sign_when_confident() -> None:
+    model = _model("small_resnet", {})
+    layers = resolve_layers(model, ())
+    x = torch.rand(3, 3, 32, 32)
+    grads, _, scale = target_gradients(model, layers, x, target=1, gradient="log_softmax")
+    xx = x.clone().requires_grad_(True)
+    ref = torch.autograd.grad(torch.log_softmax(model(xx).double(), 1)[:, 1].sum(), xx)[0]
+    outs: list[torch.Tensor] = []
+    h = layers["block_layer1"].register_forward_hook(lambda _m, _i, o: outs.append(o))
+    out = model(x)
+    h.remove()
+    ref1 = torch.autograd.grad(torch.log_softmax(out, 1)[:, 1].sum(), outs[0])[0].flatten(1)
+    torch.testing.assert_close(grads["block_layer1"] * scale[:, None].float(), ref1, rtol=1e-4, atol=1e-7)
+    assert ref.abs().sum() > 0
+    # logits (40, 0, 0): float32 rounds p_0 to 1, yet d log p_0 / dz = (2e, -e, -e), e = p_1
+    seed, s = objective_seed(torch.tensor([[40.0, 0.0, 0.0]]), 0, "log_softmax")
+    torch.testing.assert_close(seed, torch.tensor([[1.0, -0.5, -0.5]], dtype=torch.float64))
+    assert s.item() == pytest.approx(2 * math.exp(-40), rel=1e-12)
+    seed, s = objective_seed(torch.tensor([[0.0, 5.0]]), 1, "logit")
+    assert seed.tolist() == [[0.0, 1.0]] and s.item() == 1.0
 
 
 def test_a_module_that_runs_twice_is_refused() -> None:
@@ -106,3 +132,6 @@ def test_a_module_that_runs_twice_is_refused() -> None:
     model = Twice()
     with pytest.raises(BamError, match="'block_layer1' ran 2 times in one forward pass"):
         target_gradients(model, resolve_layers(model, ()), torch.rand(2, 3, 2, 2), 0, "logit")
+    toy = ToyNet()
+    with pytest.raises(BamError, match=r"target class 2 is out of range for a model with 2 outputs; accepted: 0\.\.1"):
+        target_gradients(toy, resolve_layers(toy, ()), torch.rand(2, 3, 8, 8), 2, "logit")

@@ -11,9 +11,9 @@ from bam.data import open_dataset
 from bam.errors import BamError
 
 
-def test_sets_follow_the_protocol_on_a_tiny_build(tiny_dir: Path) -> None:
+def test_val_sets_leave_out_the_common_scene(tiny_dir: Path) -> None:
     data = open_dataset(tiny_dir)
-    cfg = TcavConfig(concept_size=6, random_size=2, num_random=2)
+    cfg = TcavConfig(concept_size=6, random_size=2, num_random=2, split="val")
     sets = build_concept_sets(data, cfg)
     assert [s.name for s in sets.all_sets] == ["circle_scene", "random500_0", "random500_1", "random_counter_part",
                                                "circle_checker"]
@@ -34,10 +34,26 @@ def test_sets_follow_the_protocol_on_a_tiny_build(tiny_dir: Path) -> None:
     assert sets.describe()["circle_scene"]["sha256"] == sets.concept.content_hash
 
 
+def test_train_sets_cover_every_scene_and_no_target_pixel(tiny_dir: Path) -> None:
+    data = open_dataset(tiny_dir)
+    cfg = TcavConfig(concept_size=27, random_size=9, num_random=2)
+    sets = build_concept_sets(data, cfg)
+    assert sets.concept.split == "train" and {s.split for s in sets.randoms} == {"train"}
+    obj = data.subset("obj", "train").table.set_index("image_id").loc[list(sets.concept.image_ids)]
+    assert (obj["object"] == "circle").all() and obj["scene"].value_counts().to_dict() == {
+        "checker": 9, "gradient": 9, "stripes": 9}  # every train circle composite, all scenes
+    so = data.subset("scene_only", "train").table.set_index("image_id")
+    rows = so.loc[[i for s in (*sets.randoms, sets.counterpart) for i in s.image_ids]]
+    assert len(set(zip(rows["scene"], rows["instance"]))) == 27  # every train scene image once
+    val = data.subset("common_in_scene", "val").table
+    train_instances = set(rows["instance"]) | set(obj["instance"])
+    assert not train_instances & set(val["instance"])  # neither the targets' scene images nor objects
+
+
 def test_train_split_and_target_limit(tiny_dir: Path) -> None:
     data = open_dataset(tiny_dir)
     sets = build_concept_sets(data, TcavConfig(concept_size=10, random_size=5, split="train", target_images=2))
-    assert sets.concept.split == "train" and len(sets.concept) == 10 and len(sets.targets) == 2
+    assert len(sets.concept) == 10 and len(sets.targets) == 2
     full = build_concept_sets(data, TcavConfig(concept_size=10, random_size=5, split="train", target_images=None))
     assert full.targets.image_ids[:2] == sets.targets.image_ids  # a smaller limit is a prefix
     other = build_concept_sets(data, TcavConfig(concept_size=10, random_size=5, split="train", seed=1))
@@ -47,11 +63,14 @@ def test_train_split_and_target_limit(tiny_dir: Path) -> None:
 
 def test_too_few_images_say_how_many_were_found(tiny_dir: Path) -> None:
     data = open_dataset(tiny_dir)
-    with pytest.raises(BamError, match=r"too few concept images .*circle on scenes other than checker, val split.*"
-                                       r"found 6, need 100"):
+    with pytest.raises(BamError, match=r"too few concept images \(circle composites, train split\): found 27, "
+                                       r"need 100; accepted: a smaller tcav concept_size \(at most 27 images in all\)"):
         build_concept_sets(data, TcavConfig())
+    with pytest.raises(BamError, match=r"too few concept images \(circle composites, val split, scenes other than "
+                                       r"checker\): found 6, need 100"):
+        build_concept_sets(data, TcavConfig(split="val"))
     with pytest.raises(BamError, match=r"too few random images .* found 6, need 9"):
-        build_concept_sets(data, TcavConfig(concept_size=4, random_size=3))
+        build_concept_sets(data, TcavConfig(concept_size=4, random_size=3, split="val"))
 
 
 def _set(name: str, ids: list[str], subset: str = "scene_only") -> ImageSet:

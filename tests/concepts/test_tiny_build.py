@@ -42,7 +42,7 @@ def test_tcav_on_tiny_models(tiny_dir: Path, tiny_models: dict[str, Path], tmp_p
     s = res.summary.set_index(["model_role", "layer"])
     assert len(s) == 5 * len(layers) and set(s.index.get_level_values("layer")) == set(layers)
     assert s["summary"].groupby(level="model_role").sum().eq(1).all()
-    assert s.loc[("obj", "block_layer3"), "summary"] and s.loc[("obj", "block_layer3"), "target_name"] == "circle"
+    assert s.loc[("obj", "block_layer2"), "summary"] and s.loc[("obj", "block_layer2"), "target_name"] == "circle"
     assert s.loc[("scene", "logit"), "target_name"] == "checker"
     assert s["score"].between(0, 1).all() and s["p_value"].dropna().between(0, 1).all()
     assert s["cav_accuracy"].between(0, 1).all()
