@@ -143,11 +143,11 @@ def _train_layer(model: nn.Module, name: str, module: nn.Module | None, todo: li
                                "their activations are indistinguishable; accepted: sets the layer separates")
             tr_rows, (_, te) = train_rows[j], splits[j]
             acc = float("nan")
-            if len(te):
+            if len(te):  # held-out accuracy, from kernel rows: w.x + b = sum_i beta_i x_i.x + b
                 te_rows = torch.as_tensor(rows[j][te], device=x.device)
                 scores = k_all[te_rows][:, tr_rows] @ fit.beta[j] + fit.bias[j]
-                acc = float(((scores > 0).double() * 2 - 1 == y_pair[torch.as_tensor(te, device=x.device)])
-                            .double().mean())
+                predicted = torch.where(scores > 0, 1.0, -1.0).double()
+                acc = float((predicted == y_pair[torch.as_tensor(te, device=x.device)]).double().mean())
             info = {"accuracy": acc, "n_train": len(tr_rows), "n_test": len(te),
                     "error_bound": float(fit.gap[j]), "iterations": int(fit.iterations)}
             out[idx] = ((w[j] / norms[j]).contiguous(), info)

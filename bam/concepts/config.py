@@ -69,6 +69,8 @@ class TcavConfig:
         if isinstance(self.num_random, bool) or not isinstance(self.num_random, int) or self.num_random < 2:
             raise BamError(f"tcav num_random {self.num_random!r} is invalid; accepted: an integer >= 2 "
                            "(the t-test against the random runs needs at least two)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise BamError(f"tcav seed {self.seed!r} is invalid; accepted: an integer >= 0")
         if not self.alpha > 0:
             raise BamError(f"tcav alpha {self.alpha!r} is invalid; accepted: a number > 0")
         if not 0 < self.p_threshold < 1:

@@ -73,3 +73,17 @@ def test_registry_entry_and_bad_input(tiny_dir: Path, tiny_models: dict[str, Pat
         tcav_records(obj, data, TcavConfig())
     with pytest.raises(BamError, match="accepted: \\(model, weights sha256\\)"):
         tcav_records({"obj": obj["obj"][0]}, data, CFG)  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(("arch", "kw", "stages"), [("resnet18", {}, 4), ("resnet50", {}, 4),
+                                                    ("iresnet", {"blocks": [1, 1], "hidden": [8, 8]}, 2)])
+def test_every_staged_arch_runs(tiny_dir: Path, arch: str, kw: dict[str, object], stages: int) -> None:
+    from bam.models import create_model
+
+    data = open_dataset(tiny_dir)
+    model = create_model(arch, num_classes=len(data.object_classes), image_size=32, **kw).eval()
+    cfg = TcavConfig(concept_size=6, random_size=3, split="train", batch_size=8)
+    res = tcav_records({"obj": (model, "0" * 64)}, data, cfg, None)
+    assert list(res.summary["layer"]) == [f"block_layer{i}" for i in range(1, stages + 1)] + ["logit"]
+    assert res.summary.loc[res.summary["summary"], "layer"].tolist() == [f"block_layer{stages - 1}"]
+    assert res.summary["score"].between(0, 1).all() and res.counts["gradient_images"] == 3

@@ -101,3 +101,5 @@ def test_config_validation() -> None:
         TcavConfig(layers=("block_layer1",), summary_layer="block_layer9")
     with pytest.raises(BamError, match="alpha 0 is invalid"):
         TcavConfig(alpha=0)
+    with pytest.raises(BamError, match="seed -1 is invalid"):
+        TcavConfig(seed=-1)
