@@ -113,9 +113,19 @@ class SetPool:
                                self.offset[run.negative.name] + np.arange(m)])
 
 
-def _train_layer(model: nn.Module, name: str, module: nn.Module | None, todo: list[tuple[int, Run]],
-                 pool: SetPool, job: TcavJob, counters: Counters) -> dict[int, tuple[Tensor, dict[str, Any]]]:
+@dataclass
+class Work:
+    """One evaluation's shared state: the job, the loaded set images, the counters."""
+
+    job: TcavJob
+    pool: SetPool
+    counters: Counters
+
+
+def _train_layer(work: Work, model: nn.Module, name: str, module: nn.Module | None,
+                 todo: list[tuple[int, Run]]) -> dict[int, tuple[Tensor, dict[str, Any]]]:
     """Train the CAVs of ``todo`` (index, run) at one layer: {index: (unit CAV [D], diagnostics)}."""
+    job, pool, counters = work.job, work.pool, work.counters
     x = layer_activations(model, name, module, pool.images, job.config.batch_size)
     counters.activation_images += len(pool.images)
     k_all = gram(x)
@@ -155,9 +165,10 @@ def _train_layer(model: nn.Module, name: str, module: nn.Module | None, todo: li
     return out
 
 
-def model_cavs(model: nn.Module, model_hash: str, layers: Mapping[str, nn.Module | None], job: TcavJob,
-               pool: SetPool, counters: Counters) -> dict[str, tuple[Tensor, list[dict[str, Any]]]]:
+def model_cavs(work: Work, model: nn.Module, model_hash: str,
+               layers: Mapping[str, nn.Module | None]) -> dict[str, tuple[Tensor, list[dict[str, Any]]]]:
     """{layer: (unit CAVs [R, D] in :func:`experiment_runs` order, per-run diagnostics)} (cached)."""
+    job, counters = work.job, work.counters
     runs = experiment_runs(job.sets)
     device = model_device(model)
     result: dict[str, tuple[Tensor, list[dict[str, Any]]]] = {}
@@ -171,7 +182,7 @@ def model_cavs(model: nn.Module, model_hash: str, layers: Mapping[str, nn.Module
                 counters.cavs_cached += 1
         todo = [(i, run) for i, run in enumerate(runs) if i not in found]
         if todo:
-            fresh = _train_layer(model, name, module, todo, pool, job, counters)
+            fresh = _train_layer(work, model, name, module, todo)
             for i, (vec, info) in fresh.items():
                 job.cache.put(keys[i], vec, info)
                 found[i] = (vec, {**info, "cached": False})
@@ -184,10 +195,11 @@ def model_cavs(model: nn.Module, model_hash: str, layers: Mapping[str, nn.Module
     return result
 
 
-def target_derivatives(model: nn.Module, layers: Mapping[str, nn.Module | None], cavs: Mapping[str, Tensor],
-                       targets: Tensor, target: int, job: TcavJob, counters: Counters
+def target_derivatives(work: Work, model: nn.Module, layers: Mapping[str, nn.Module | None],
+                       cavs: Mapping[str, Tensor], targets: Tensor, target: int
                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """({layer: directional derivatives [N, R]}, predictions [N]) over the target images."""
+    job, counters = work.job, work.counters
     out: dict[str, list[np.ndarray]] = {n: [] for n in layers}
     preds: list[np.ndarray] = []
     bs = job.config.batch_size

@@ -31,6 +31,7 @@ from bam.concepts._engine import (
     Counters,
     SetPool,
     TcavJob,
+    Work,
     experiment_runs,
     load_images,
     model_cavs,
@@ -89,14 +90,14 @@ def target_class(data: Any, role: str) -> tuple[int, str]:
                    f"commonality-{k}")
 
 
-def _model_frames(spec: ModelSpec, job: TcavJob, pool: SetPool, targets: torch.Tensor,
-                  counters: Counters) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _model_frames(spec: ModelSpec, work: Work, targets: torch.Tensor) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Records and CAV diagnostics of one model."""
+    job = work.job
     layers = resolve_layers(spec.model, job.config.layers)
     best = summary_layer(list(layers), job.config.summary_layer)
-    cavs = model_cavs(spec.model, spec.sha256, layers, job, pool, counters)
-    derivs, preds = target_derivatives(spec.model, layers, {n: v for n, (v, _) in cavs.items()}, targets,
-                                       spec.target, job, counters)
+    cavs = model_cavs(work, spec.model, spec.sha256, layers)
+    derivs, preds = target_derivatives(work, spec.model, layers, {n: v for n, (v, _) in cavs.items()}, targets,
+                                       spec.target)
     runs = experiment_runs(job.sets)
     ids = np.asarray(job.sets.targets.image_ids, dtype=object)
     n = len(ids)
@@ -152,14 +153,14 @@ def run_tcav(job: TcavJob, specs: Sequence[ModelSpec], progress: bool = False) -
     if not specs:
         raise BamError("tcav got no models; accepted: a mapping role -> (model, weights sha256)")
     counters = Counters()
-    pool = SetPool(job)
+    work = Work(job, SetPool(job), counters)
     targets = load_images(job.source, job.sets.targets, job.config.batch_size)
     records, cavs = [], []
     for spec in tqdm(specs, desc="tcav", disable=not progress, leave=False):
         was_training = spec.model.training
         spec.model.eval()
         try:
-            rec, cav = _model_frames(spec, job, pool, targets, counters)
+            rec, cav = _model_frames(spec, work, targets)
         finally:
             spec.model.train(was_training)
         records.append(rec)

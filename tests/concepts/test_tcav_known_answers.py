@@ -18,7 +18,7 @@ from bam.concepts import (
     run_tcav,
 )
 from bam.concepts._capture import resolve_layers
-from bam.concepts._engine import Counters, SetPool, model_cavs
+from bam.concepts._engine import Counters, SetPool, Work, model_cavs
 
 
 def _job(model: ToyNet, concept_shift: float, target_shift: float, num_random: int = 2, seed: int = 0,
@@ -30,7 +30,7 @@ def _job(model: ToyNet, concept_shift: float, target_shift: float, num_random: i
 
 def _cavs(model: ToyNet, job: TcavJob) -> dict[str, torch.Tensor]:
     layers = resolve_layers(model, ())
-    return {n: v for n, (v, _) in model_cavs(model, "toy", layers, job, SetPool(job), Counters()).items()}
+    return {n: v for n, (v, _) in model_cavs(Work(job, SetPool(job), Counters()), model, "toy", layers).items()}
 
 
 @pytest.mark.parametrize(("shift", "scale"), [(200.0, 1.0), (20.0, 0.02)])
