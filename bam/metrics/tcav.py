@@ -1,0 +1,115 @@
+"""TCAV model contrast: TCAV MCS and TCAV RMCS over the records of :func:`bam.concepts.tcav_records`.
+
+Yang & Kim 2019 (§4) ran TCAV (Kim et al. 2018) on the BAM models: the TCAV score of the common
+object concept for the object model's object class minus that for the scene model's scene class,
+on the common-object-in-common-scene images, is a model contrast; over the commonality-k models it
+is a relative contrast. Here both are per image (the mean over the concept runs of "the directional
+derivative is positive"), so the evaluation's bootstrap over images is paired. Not registered in
+:data:`bam.metrics.METRICS` (the evaluation wires them); records columns: see
+:data:`bam.concepts.RECORD_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bam.errors import BamError
+from bam.metrics._base import MetricValue, _bool_col, frozen, mean_statistic
+from bam.metrics.contrast import _rmcs_statistic, commonality_ks
+
+
+def _layer_rows(records: pd.DataFrame, layer: str | None) -> pd.DataFrame:
+    """Concept-run rows of one layer (None: the rows flagged as the summary layer)."""
+    rows = records[records["kind"] == "concept"]
+    if layer is None:
+        rows = rows[_bool_col(rows["summary"], False)]
+        if rows.empty:
+            raise BamError("tcav records have no summary layer; accepted: records from tcav_records or a layer name")
+        return rows
+    out = rows[rows["layer"] == layer]
+    if out.empty:
+        layers = sorted(map(str, rows["layer"].unique()))
+        raise BamError(f"tcav layer {layer!r} is not in the records; accepted: {', '.join(layers) or '(none)'}")
+    return out
+
+
+def _per_image(rows: pd.DataFrame, role: str) -> pd.DataFrame:
+    """[image_id, share of positive concept runs, correct] of one model role."""
+    sel = rows[rows["model_role"] == role]
+    if sel.empty:
+        raise BamError(f"tcav records have no model role {role!r}; accepted: "
+                       f"{', '.join(sorted(map(str, rows['model_role'].unique())))}")
+    frame = pd.DataFrame({"image_id": sel["image_id"].astype(str).to_numpy(),
+                          "positive": _bool_col(sel["positive"], False).astype(float),
+                          "correct": _bool_col(sel["correct"], False)})
+    return frame.groupby("image_id", sort=True).agg(share=("positive", "mean"), correct=("correct", "all"))
+
+
+def _contrast(rows: pd.DataFrame, a: str, b: str, correct_only: bool, metric: str,
+              k: int | None = None) -> MetricValue:
+    """Per image: share of positive runs of role ``a`` minus that of role ``b``."""
+    pa, pb = _per_image(rows, a), _per_image(rows, b)
+    m = pa.merge(pb, how="outer", left_index=True, right_index=True, suffixes=("_a", "_b")).sort_index()
+    both = m["share_a"].notna().to_numpy() & m["share_b"].notna().to_numpy()
+    correct = (m["correct_a"].fillna(False).astype(bool).to_numpy()
+               & m["correct_b"].fillna(False).astype(bool).to_numpy())
+    used = both & (correct | (not correct_only))
+    excluded = {"missing": int((~both).sum()), "incorrect": int((both & ~used).sum())}
+    diff = (m["share_a"] - m["share_b"]).to_numpy(dtype=float)[used]
+    ids = tuple(str(i) for i in m.index[used])
+    return MetricValue(metric=metric, value=mean_statistic(diff), n_used=len(ids),
+                       excluded=frozen({r: n for r, n in excluded.items() if n}), per_image=diff, image_ids=ids,
+                       statistic=mean_statistic, roles=(a, b), k=k)
+
+
+def tcav_score(records: pd.DataFrame, role: str, layer: str | None = None) -> MetricValue:
+    """TCAV score of one model role: the mean over target images of the share of positive concept runs."""
+    per = _per_image(_layer_rows(records, layer), role)
+    x = per["share"].to_numpy(dtype=float)
+    return MetricValue(metric="tcav_score", value=mean_statistic(x), n_used=len(x), excluded=frozen({}),
+                       per_image=x, image_ids=tuple(map(str, per.index)), statistic=mean_statistic, roles=(role,))
+
+
+def tcav_mcs(records: pd.DataFrame, layer: str | None = None, correct_only: bool = False) -> MetricValue:
+    """TCAV MCS = TCAV(obj model, common object class) - TCAV(scene model, common scene class).
+
+    Per target image: mean over the concept runs of ``positive`` for the obj model minus that for
+    the scene model. ``layer``: the bottleneck (None: the summary layer of the records);
+    ``correct_only``: use only images both models classify as their target class (SPEC §4.2
+    style; TCAV itself scores every image of the class, the default). Range [-1, 1], higher is better.
+    """
+    return _contrast(_layer_rows(records, layer), "obj", "scene", correct_only, "tcav_mcs")
+
+
+def tcav_rmcs(records: pd.DataFrame, layer: str | None = None, num_k: int | None = None,
+              correct_only: bool = False) -> MetricValue:
+    """TCAV RMCS: the curve TCAV_k - TCAV_K (commonality-k vs commonality-K) for k = 1..K-1 and its
+    summary -Spearman(k, curve), as :func:`bam.metrics.contrast.rmcs` (1: strictly decreasing in k).
+
+    The curve points (metric ``tcav_rmcs_curve``, field ``k``) are in ``.curve``; ``num_k`` = K
+    (default: the largest k in the records).
+    """
+    rows = _layer_rows(records, layer)
+    present = commonality_ks(rows)
+    big_k = num_k if num_k is not None else (max(present) if present else 0)
+    if big_k < 2:
+        raise BamError(f"tcav_rmcs needs commonality-k models for k = 1..K with K >= 2; found k = {present}")
+    curve = tuple(_contrast(rows, f"commonality-{k}", f"commonality-{big_k}", correct_only, "tcav_rmcs_curve", k)
+                  for k in range(1, big_k))
+    ids = sorted({i for c in curve for i in c.image_ids})
+    pos = {i: n for n, i in enumerate(ids)}
+    mat = np.full((len(ids), len(curve)), np.nan)
+    for j, c in enumerate(curve):
+        for i, v in zip(c.image_ids, c.per_image):
+            mat[pos[i], j] = v
+    stat = _rmcs_statistic(np.arange(1, big_k, dtype=float))
+    excluded: dict[str, int] = {}
+    for c in curve:
+        for r, n in c.excluded.items():
+            excluded[r] = excluded.get(r, 0) + n
+    return MetricValue(metric="tcav_rmcs", value=stat(mat) if ids else math.nan, n_used=len(ids),
+                       excluded=frozen(excluded), per_image=mat, image_ids=tuple(ids), statistic=stat,
+                       roles=tuple(f"commonality-{k}" for k in range(1, big_k + 1)), curve=curve)
