@@ -56,6 +56,11 @@ DIRECTIONS: tuple[str, ...] = ("higher", "lower", "none")
 #: The metric name of the RMCS curve points (one row per k).
 CURVE_METRIC = "rmcs_curve"
 
+
+def is_curve_point(frame: pd.DataFrame) -> pd.Series:
+    """Rows that are points of a curve (``k`` set: rmcs_curve, tcav_rmcs_curve), not summary values."""
+    return frame["k"].astype(str).str.strip() != ""
+
 #: records.csv columns, in order; method extras (e.g. ``boundary_distance``) follow, sorted.
 RECORD_COLUMNS: tuple[str, ...] = (
     "image_id", "subset", "input", "model_role", "model_hash", "method", "method_hash", "prediction", "label",

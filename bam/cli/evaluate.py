@@ -19,21 +19,25 @@ class MethodName(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         """Accept registered names and plug-in specs; fail with the list of names otherwise."""
+        from bam.concepts import list_concept_methods
         from bam.methods import list_methods
 
         text = str(value)
-        if ":" in text or text in list_methods():
+        names = [*list_methods(), *list_concept_methods()]
+        if ":" in text or text in names:
             return text
-        self.fail(f"unknown method {text!r}; accepted: {', '.join(list_methods())} "
+        self.fail(f"unknown method {text!r}; accepted: {', '.join(names)} "
                   "or a plug-in as package.module:callable", param, ctx)
 
 
 def _method_help() -> str:
     """The --method help text, listing the registry."""
+    from bam.concepts import list_concept_methods
     from bam.methods import list_methods
 
-    return ("Attribution method (repeatable; default: every registered method). One of: "
-            f"{', '.join(list_methods())}, or a plug-in package.module:callable.")
+    return ("Attribution method (repeatable; default: every registered method and the concept method "
+            f"{', '.join(list_concept_methods())}). One of: {', '.join(list_methods())}, "
+            f"{', '.join(list_concept_methods())}, or a plug-in package.module:callable.")
 
 
 @click.command("evaluate")
@@ -43,7 +47,7 @@ def _method_help() -> str:
               help="A directory of checkpoints (one per subfolder); models are picked by card role.")
 @click.option("--method", "methods", multiple=True, type=MethodName(), help=_method_help())
 @click.option("--metric", "metrics", multiple=True, type=click.Choice(list_metrics()),
-              help="Metric (repeatable; default: every metric).")
+              help="Metric (repeatable; default: every metric; tcav_* score the concept method tcav).")
 @click.option("--config", "config_name", default="default", show_default=True,
               help="Evaluation config: a built-in name (paper, default, ci) or a path to a .yaml file.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,

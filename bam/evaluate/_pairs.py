@@ -10,7 +10,7 @@ letter are not resolved from each other.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -32,13 +32,13 @@ def _order(mp: MetricPlan, values: Mapping[str, MetricValue]) -> list[str]:
                                          if math.isfinite(values[m].value) else 0.0, m))
 
 
-def compare_methods(plan: EvalPlan, values: Mapping[tuple[int, str], MetricValue],
+def compare_methods(plan: EvalPlan, metrics: Sequence[MetricPlan], values: Mapping[tuple[int, str], MetricValue],
                     dataset: str) -> tuple[pd.DataFrame, dict[tuple[int, str], str]]:
-    """comparisons.csv rows and the tier letters per (metric plan index, method)."""
+    """comparisons.csv rows and the tier letters per (index in ``metrics``, method)."""
     cfg = plan.config
     rows: list[dict[str, Any]] = []
     tiers: dict[tuple[int, str], str] = {}
-    for idx, mp in enumerate(plan.metrics):
+    for idx, mp in enumerate(metrics):
         mine = {m: v for (i, m), v in values.items() if i == idx}
         order = _order(mp, mine)
         block = []

@@ -22,6 +22,7 @@ from bam.data.protocols import DatasetLike
 from bam.errors import BamError
 from bam.evaluate._cache import RecordCache
 from bam.evaluate._records import records_frame
+from bam.evaluate.concepts import execute_concepts
 from bam.evaluate.config import EvalConfig
 from bam.evaluate.examples import EXAMPLES_FILE, examples
 from bam.evaluate.execute import ExecContext, execute, gather
@@ -33,7 +34,8 @@ from bam.outputs import write_output_set
 log = logging.getLogger("bam.evaluate")
 
 #: The files of an evaluation's output set.
-OUTPUT_FILES = ("results.csv", "comparisons.csv", "records.csv", "config.yaml", "provenance.json", EXAMPLES_FILE)
+OUTPUT_FILES = ("results.csv", "comparisons.csv", "records.csv", "config.yaml", "provenance.json", EXAMPLES_FILE,
+                "tcav_records.csv", "tcav_summary.csv", "tcav_cavs.csv")
 
 #: Words a skip: the metric, the kind, the missing roles and how to train them.
 SkipWording = Callable[[Skip], str]
@@ -79,7 +81,7 @@ def _check_skips(p: EvalPlan, word: SkipWording) -> tuple[dict[str, str], ...]:
         reason = word(s)
         log.warning("skipping %s for %s: %s", s.metric, ", ".join(s.methods), reason)
         out.append({"metric": s.metric, "kind": s.kind, "methods": ",".join(s.methods), "reason": reason})
-    if not p.metrics:
+    if not p.metrics and not p.concepts:
         found = sorted(r for roles in p.models.values() for r in roles)
         raise BamError("nothing to evaluate: every requested metric lacks its models (see the messages above); "
                        f"models found: {', '.join(found) or 'none'}")
@@ -124,17 +126,23 @@ def evaluate(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig
     if merged is None:
         return None
     records = records_frame(merged.batches)
-    summary = summarise(p, records, merged.costs)
+    concepts = execute_concepts(p, out / "cache", ctx)
+    summary = summarise(p, records, merged.costs, concepts)
     ex = examples(p, ctx.device, out / EXAMPLES_FILE)
     failures = {**(ex.failures if ex else {}), **merged.failures}
     facts = RunFacts(device=ctx.device, world_size=ctx.dist.world_size, wall_time_s=time.perf_counter() - t0,
                      skipped=skipped)
-    prov = provenance(p, merged, facts) | {"failures": failures}
+    prov = provenance(p, merged, facts) | {"failures": failures, "concepts": {
+        r.plan.method: {"params": dict(r.plan.params), "models": {k: e.sha256 for k, e in r.plan.models.items()},
+                        "sets": r.sets, "counts": dict(r.counts), "seconds": round(r.seconds, 3)} for r in concepts}}
     files = {"results.csv": csv_bytes(summary.results), "comparisons.csv": csv_bytes(summary.comparisons),
              "records.csv": csv_bytes(records),
              "config.yaml": dump_yaml(config).encode(), "provenance.json": dumps_json(prov).encode()}
     if ex is not None:
         files[EXAMPLES_FILE] = tensors_bytes(ex.tensors, metadata=ex.metadata)
+    for run in concepts:
+        for part in ("records", "summary", "cavs"):
+            files[f"{run.plan.method}_{part}.csv"] = csv_bytes(getattr(run, part))
     write_output_set(out, files)
     failed = _failed_everywhere(records, merged.failures)
     for m, msg in failed.items():

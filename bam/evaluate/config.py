@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bam.concepts.config import TcavConfig
 from bam.config import check_seed
 from bam.errors import BamError
 from bam.schema import SPACES
@@ -66,6 +67,8 @@ class EvalConfig:
     seed: int = 0
     selection_seed: int = 0
     iir_patch: PatchConfig = field(default_factory=PatchConfig)
+    #: the concept method TCAV (run when a tcav_* metric is evaluated; docs/tcav.md)
+    tcav: TcavConfig = field(default_factory=TcavConfig)
     #: val composites attributed by every method for the report's heatmap gallery (0 = none)
     examples: int = 4
     #: attribution space (SPEC §5.8): "pixel" ([0, 1] image pixels) or "model" (the network input)

@@ -21,6 +21,7 @@ import torch
 from bam._io import hash_json
 from bam.data.protocols import DatasetLike
 from bam.errors import BamError, choices_error
+from bam.concepts import list_concept_methods
 from bam.evaluate.config import EvalConfig
 from bam.methods import MethodInfo, list_methods, resolve_method, resolve_params
 from bam.metrics import METRICS, MetricInfo, Need, get_metric_info, list_metrics
@@ -116,6 +117,17 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class ConceptPlan:
+    """A concept method (``tcav``) to run once on ``models`` (role -> entry) for ``metrics``."""
+
+    method: str
+    metrics: tuple[MetricPlan, ...]
+    models: Mapping[str, ModelEntry]
+    params: Mapping[str, Any]
+    params_hash: str
+
+
+@dataclass(frozen=True)
 class EvalPlan:
     """Everything an evaluation will compute (see the module docstring)."""
 
@@ -127,6 +139,7 @@ class EvalPlan:
     units: tuple[Unit, ...]
     skipped: tuple[Skip, ...]
     models: Mapping[str, Mapping[str, ModelEntry]]  # kind -> role -> entry
+    concepts: tuple[ConceptPlan, ...] = ()
 
     def method(self, name: str) -> MethodPlan:
         """The plan of method ``name``."""
@@ -167,7 +180,7 @@ def check_config_names(config: EvalConfig) -> None:
         for key in dict(getattr(config, section)):
             if key not in metrics:
                 raise choices_error(f"metric in eval config {section}", key, metrics)
-    methods = list_methods()
+    methods = [*list_methods(), *list_concept_methods()]
     for section in ("method_params", "method_images"):
         for key in dict(getattr(config, section)):
             if key not in methods and ":" not in key:
@@ -257,24 +270,44 @@ def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) ->
 
     A metric whose model roles are missing is skipped for that model kind (:class:`Skip`); it is
     ``required`` when ``config.metrics`` names it and ``config.methods`` names methods of that kind
-    (or the kind is ``standard``). A model trained on another dataset build raises a BamError.
+    (or the kind is ``standard``). Concept methods (``tcav``) run for their metrics when
+    ``config.methods`` is empty or names them. A model trained on another dataset build raises a BamError.
     """
     check_config_names(config)
     by_kind = models_by_kind(models)
     num_k = len(data.scene_classes)
-    methods = plan_methods(config, list(config.methods) or list_methods())
+    concept_names = set(list_concept_methods())
+    methods = plan_methods(config, [m for m in config.methods if m not in concept_names] if config.methods
+                           else list_methods())
+    wanted_concepts = {m for m in config.methods if m in concept_names} if config.methods else concept_names
     for name in config.metrics:
         METRICS.get(name)
     names = sorted(set(config.metrics) or set(list_metrics()), key=list_metrics().index)
     selections: dict[str, tuple[str, ...]] = {}
     metric_plans: list[MetricPlan] = []
     skipped: list[Skip] = []
+    concept_metrics: list[MetricPlan] = []
+    for name in names:
+        info = get_metric_info(name)
+        if info.concept_method is None or info.concept_method not in wanted_concepts:
+            continue
+        needs, missing = _feasible(info, num_k, by_kind["standard"])
+        if missing:
+            skipped.append(Skip(name, "standard", (info.concept_method,), missing, name in config.metrics))
+            continue
+        for n in needs:
+            entry = by_kind["standard"][n.role]
+            check_trained_on(entry.card, data.manifest_hash, entry.path or entry.card.role)
+        params = {**info.defaults, **config.metric_params_for(name), **{c: num_k for c in info.context}}
+        concept_metrics.append(MetricPlan(name, info, "standard", needs, (), _frozen(params), _frozen({})))
     for kind in MODEL_KINDS:
         kind_methods = tuple(m.name for m in methods if m.kind == kind)
         if not kind_methods:
             continue
         for name in names:
             info = get_metric_info(name)
+            if info.concept_method is not None:
+                continue
             needs, missing = _feasible(info, num_k, by_kind[kind])
             if missing:
                 required = name in config.metrics and (bool(config.methods) or kind == "standard")
@@ -293,4 +326,20 @@ def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) ->
             metric_plans.append(MetricPlan(name, info, kind, needs, selections[name], _frozen(params), _frozen(caps)))
     return EvalPlan(config=config, data=data, seed=int(config.seed), methods=methods, metrics=tuple(metric_plans),
                     units=_units(metric_plans, methods, by_kind), skipped=tuple(skipped),
-                    models=_frozen({k: _frozen(v) for k, v in by_kind.items()}))
+                    models=_frozen({k: _frozen(v) for k, v in by_kind.items()}),
+                    concepts=_concepts(concept_metrics, by_kind["standard"], config))
+
+
+def _concepts(metrics: Sequence[MetricPlan], roles: Mapping[str, ModelEntry],
+              config: EvalConfig) -> tuple[ConceptPlan, ...]:
+    """One concept plan per concept method of the runnable concept metrics (the models they need)."""
+    from bam.config import to_dict
+
+    out = []
+    for method in sorted({m.info.concept_method for m in metrics if m.info.concept_method}):
+        mine = tuple(m for m in metrics if m.info.concept_method == method)
+        models = {n.role: roles[n.role] for m in mine for n in m.needs}
+        params = to_dict(getattr(config, method))
+        out.append(ConceptPlan(method, mine, _frozen(dict(sorted(models.items()))), _frozen(params),
+                               hash_json([method, params])[:16]))
+    return tuple(out)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bam.evaluate._stats import kendall_w, mean_pairwise_tau
-from bam.schema import CURVE_METRIC
+from bam.schema import is_curve_point
 
 #: stability.csv columns: one row per metric.
 STABILITY_COLUMNS: tuple[str, ...] = (
@@ -30,7 +30,7 @@ REPEATS_COLUMNS: tuple[str, ...] = ("metric", "method", "n_repeats", "mean", "sd
 
 def _main_rows(results: pd.DataFrame) -> pd.DataFrame:
     """Summary rows (no curve points) of one results table."""
-    return results[results["metric"] != CURVE_METRIC]
+    return results[~is_curve_point(results)]
 
 
 def repeats_table(results: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +15,17 @@ from bam.data.protocols import dataset_name
 from bam.evaluate._bootstrap import bootstrap_ci, row_rng
 from bam.evaluate._pairs import compare_methods
 from bam.evaluate._records import records_for
+from bam.evaluate.concepts import ConceptRun
 from bam.evaluate.execute import Cost
-from bam.evaluate.plan import EvalPlan, MethodPlan, MetricPlan
+from bam.evaluate.plan import EvalPlan, MetricPlan
 from bam.metrics import METRICS, MetricValue
-from bam.schema import CURVE_METRIC, RESULTS_COLUMNS, SCHEMA_VERSION
+from bam.schema import CURVE_METRIC, RESULTS_COLUMNS, SCHEMA_VERSION, is_curve_point
 
 log = logging.getLogger("bam.evaluate")
 
 #: Order of metric rows within a method.
-_ORDER = {m: i for i, m in enumerate(["mcs", "idr", "iir", CURVE_METRIC, "rmcs"])}
+_ORDER = {m: i for i, m in enumerate(["mcs", "idr", "iir", CURVE_METRIC, "rmcs", "tcav_mcs", "tcav_rmcs_curve",
+                                       "tcav_rmcs"])}
 
 
 def _num(x: float | None, nd: int = 12) -> float:
@@ -46,7 +48,17 @@ def cost_of(costs: Sequence[Cost], method: str, roles: Sequence[str]) -> dict[st
             "peak_memory_mb": peak or None}
 
 
-def _row(plan: EvalPlan, mp: MetricPlan, method: MethodPlan, v: MetricValue, costs: Sequence[Cost]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Scored:
+    """Who is scored in a row: the method (attribution or concept), its parameters, space and cost."""
+
+    name: str
+    params: Mapping[str, Any]
+    space: str
+    cost: Callable[[Sequence[str]], Mapping[str, float | None]]
+
+
+def _row(plan: EvalPlan, mp: MetricPlan, method: _Scored, v: MetricValue) -> dict[str, Any]:
     """One results.csv row for a metric value (or a curve point) of one method (tier filled later)."""
     cfg = plan.config
     roles = plan.models[mp.kind]
@@ -55,14 +67,14 @@ def _row(plan: EvalPlan, mp: MetricPlan, method: MethodPlan, v: MetricValue, cos
     if v.n_used == 0:
         log.warning("%s for %s: no image passed the filters (%s)", v.metric, method.name,
                     json.dumps(dict(v.excluded), sort_keys=True))
-    cost = cost_of(costs, method.name, v.roles)
+    cost = method.cost(v.roles)
     return {
         "schema_version": SCHEMA_VERSION, "dataset": dataset_name(plan.data), "manifest_hash": plan.data.manifest_hash,
         "model_pair": "|".join(v.roles),
         "model_hashes": "|".join(roles[r].sha256[:16] for r in v.roles if r in roles),
         "method": method.name, "method_params": json.dumps(dict(method.params), sort_keys=True, default=str),
         "metric": v.metric, "metric_params": json.dumps(dict(mp.params), sort_keys=True, default=str),
-        "k": "" if v.k is None else int(v.k), "space": plan.config.space_for(method.name), "value": _num(v.value),
+        "k": "" if v.k is None else int(v.k), "space": method.space, "value": _num(v.value),
         "ci_low": _num(lo), "ci_high": _num(hi), "n_used": v.n_used, "n_excluded": v.n_excluded,
         "excluded_reasons": json.dumps(dict(v.excluded), sort_keys=True),
         "direction": "none" if v.k is not None else mp.info.direction, "chance": _num(mp.info.chance), "tier": "",
@@ -79,20 +91,40 @@ class Summary:
     comparisons: pd.DataFrame
 
 
-def summarise(plan: EvalPlan, records: pd.DataFrame, costs: Sequence[Cost]) -> Summary:
+def _concept_cost(run: ConceptRun) -> Callable[[Sequence[str]], Mapping[str, float | None]]:
+    """A concept method's cost: target images scored per second over all its models."""
+    n = int(run.records["image_id"].nunique()) * len(run.plan.models) if len(run.records) else 0
+    ips = n / run.seconds if run.seconds > 0 else None
+    return lambda roles: {"images_per_s": ips, "passes_per_image": None, "peak_memory_mb": None}
+
+
+def summarise(plan: EvalPlan, records: pd.DataFrame, costs: Sequence[Cost],
+              concepts: Sequence[ConceptRun] = ()) -> Summary:
     """Results rows (value, bootstrap CI, counts, costs, tier) and paired method comparisons.
 
-    Each metric is called as ``fn(records of one method on the metric's images, **MetricPlan.params)``.
+    Each metric is called as ``fn(records, **MetricPlan.params)`` with the records of one attribution
+    method on the metric's images, or (concept metrics) the records of its concept method.
     """
     rows: list[dict[str, Any]] = []
     values: dict[tuple[int, str], MetricValue] = {}
+    metrics = [*plan.metrics, *(m for c in concepts for m in c.plan.metrics)]
     for idx, mp in enumerate(plan.metrics):
         fn = METRICS.get(mp.name)
         for method in (m for m in plan.methods if m.kind == mp.kind):
             value = fn(records_for(records, method.name, mp.ids_for(method.name)), **dict(mp.params))
             values[(idx, method.name)] = value
-            rows.extend({**_row(plan, mp, method, v, costs), "_idx": idx} for v in (*value.curve, value))
-    comparisons, tiers = compare_methods(plan, values, dataset_name(plan.data))
+            who = _Scored(method.name, method.params, plan.config.space_for(method.name),
+                          lambda roles, m=method.name: cost_of(costs, m, roles))
+            rows.extend({**_row(plan, mp, who, v), "_idx": idx} for v in (*value.curve, value))
+    idx = len(plan.metrics)
+    for run in concepts:
+        who = _Scored(run.plan.method, run.plan.params, "pixel", _concept_cost(run))
+        for mp in run.plan.metrics:
+            value = METRICS.get(mp.name)(run.records, **dict(mp.params))
+            values[(idx, who.name)] = value
+            rows.extend({**_row(plan, mp, who, v), "_idx": idx} for v in (*value.curve, value))
+            idx += 1
+    comparisons, tiers = compare_methods(plan, metrics, values, dataset_name(plan.data))
     for r in rows:
         if r["k"] == "":
             r["tier"] = tiers.get((r["_idx"], r["method"]), "")
@@ -112,7 +144,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 def wide_table(results: pd.DataFrame) -> str:
     """Methods x metrics values as a text table (curve points left out); "" when there are none."""
-    main = results[results["metric"] != CURVE_METRIC]
+    main = results[~is_curve_point(results)]
     if main.empty:
         return ""
     wide = main.pivot_table(index="method", columns="metric", values="value", aggfunc="first", dropna=False)

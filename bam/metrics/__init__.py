@@ -24,9 +24,11 @@ from bam.metrics._base import (
 from bam.metrics.contrast import mcs, model_contrast, rmcs, spearman
 from bam.metrics.dependence import IIR_THRESHOLD, idr, iir, iir_hits
 from bam.metrics.object_attribution import normalise_maps, object_attribution, percentile_rows, positive_map
+from bam.metrics.tcav import tcav_mcs, tcav_rmcs, tcav_score
 
 __all__ = [
     "EXCLUSION_REASONS", "IIR_THRESHOLD", "METRICS", "MetricInfo", "MetricValue", "Need", "get_metric_info",
     "idr", "iir", "iir_hits", "list_metrics", "mcs", "model_contrast", "normalise_maps", "object_attribution",
-    "pair_records", "percentile_rows", "positive_map", "register_metric", "rmcs", "spearman",
+    "pair_records", "percentile_rows", "positive_map", "register_metric", "rmcs", "spearman", "tcav_mcs", "tcav_rmcs",
+    "tcav_score",
 ]

@@ -72,6 +72,9 @@ class MetricInfo:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     #: dataset facts passed as keyword arguments (accepted: "num_k")
     context: tuple[str, ...] = ()
+    #: a concept method (bam.concepts, e.g. "tcav") whose records it reads instead of attribution records;
+    #: such a metric scores that method, not the attribution methods, and its needs name roles only
+    concept_method: str | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -143,7 +146,7 @@ def get_metric_info(name: str) -> MetricInfo:
 
 def list_metrics() -> list[str]:
     """Names of the registered metrics, in protocol order."""
-    order = ["mcs", "idr", "iir", "rmcs"]
+    order = ["mcs", "idr", "iir", "rmcs", "tcav_mcs", "tcav_rmcs"]
     return [m for m in order if m in METRICS] + [m for m in METRICS.names() if m not in order]
 
 

@@ -4,9 +4,9 @@ Yang & Kim 2019 (§4) ran TCAV (Kim et al. 2018) on the BAM models: the TCAV sco
 object concept for the object model's object class minus that for the scene model's scene class,
 on the common-object-in-common-scene images, is a model contrast; over the commonality-k models it
 is a relative contrast. Here both are per image (the mean over the concept runs of "the directional
-derivative is positive"), so the evaluation's bootstrap over images is paired. Not registered in
-:data:`bam.metrics.METRICS` (the evaluation wires them); records columns: see
-:data:`bam.concepts.RECORD_COLUMNS`.
+derivative is positive"), so the evaluation's bootstrap over images is paired. They are registered
+with ``concept_method="tcav"``: the evaluation runs TCAV once on the models they need and scores the
+method "tcav" with them. Records columns: see :data:`bam.concepts.RECORD_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import numpy as np
 import pandas as pd
 
 from bam.errors import BamError
-from bam.metrics._base import MetricValue, _bool_col, frozen, mean_statistic
+from bam.metrics._base import MetricInfo, MetricValue, Need, frozen, mean_statistic, register_metric
 from bam.metrics.contrast import _rmcs_statistic, commonality_ks
+from bam.roles import OBJ, SCENE, commonality, commonality_roles
+from bam.schema import bool_column
 
 
 def _layer_rows(records: pd.DataFrame, layer: str | None) -> pd.DataFrame:
     """Concept-run rows of one layer (None: the rows flagged as the summary layer)."""
     rows = records[records["kind"] == "concept"]
     if layer is None:
-        rows = rows[_bool_col(rows["summary"], False)]
+        rows = rows[bool_column(rows["summary"], False)]
         if rows.empty:
             raise BamError("tcav records have no summary layer; accepted: records from tcav_records or a layer name")
         return rows
@@ -43,8 +45,8 @@ def _per_image(rows: pd.DataFrame, role: str) -> pd.DataFrame:
         raise BamError(f"tcav records have no model role {role!r}; accepted: "
                        f"{', '.join(sorted(map(str, rows['model_role'].unique())))}")
     frame = pd.DataFrame({"image_id": sel["image_id"].astype(str).to_numpy(),
-                          "positive": _bool_col(sel["positive"], False).astype(float),
-                          "correct": _bool_col(sel["correct"], False)})
+                          "positive": bool_column(sel["positive"], False).astype(float),
+                          "correct": bool_column(sel["correct"], False)})
     return frame.groupby("image_id", sort=True).agg(share=("positive", "mean"), correct=("correct", "all"))
 
 
@@ -73,6 +75,32 @@ def tcav_score(records: pd.DataFrame, role: str, layer: str | None = None) -> Me
                        per_image=x, image_ids=tuple(map(str, per.index)), statistic=mean_statistic, roles=(role,))
 
 
+_PAPER = ("Yang & Kim, Benchmarking Attribution Methods with Relative Feature Importance, arXiv:1907.09701 (2019); "
+          "Kim et al., TCAV, ICML 2018")
+
+
+def _mcs_roles(num_k: int) -> tuple[Need, ...]:
+    """TCAV MCS scores the obj and scene models on the common-in-scene images."""
+    return (Need(OBJ, "common_in_scene", "tcav"), Need(SCENE, "common_in_scene", "tcav"))
+
+
+def _rmcs_ref(num_k: int) -> tuple[Need, ...]:
+    """TCAV RMCS always needs commonality-K (the reference) ..."""
+    return (Need(commonality(num_k), "common_in_scene", "tcav"),)
+
+
+def _rmcs_curve(num_k: int) -> tuple[Need, ...]:
+    """... and the commonality-k models that exist (the curve points)."""
+    return tuple(Need(commonality(k), "common_in_scene", "tcav") for k in range(1, num_k))
+
+
+@register_metric(MetricInfo(
+    name="tcav_mcs", title="TCAV model contrast", paper=_PAPER, direction="higher", range=(-1.0, 1.0), chance=0.0,
+    selection_subset="common_in_scene", needs=_mcs_roles, defaults={"layer": None, "correct_only": False},
+    concept_method="tcav",
+    description="TCAV score of the common-object concept for the obj model's object class minus that for the "
+                "scene model's common-scene class, on the common-object-in-common-scene images",
+))
 def tcav_mcs(records: pd.DataFrame, layer: str | None = None, correct_only: bool = False) -> MetricValue:
     """TCAV MCS = TCAV(obj model, common object class) - TCAV(scene model, common scene class).
 
@@ -81,9 +109,16 @@ def tcav_mcs(records: pd.DataFrame, layer: str | None = None, correct_only: bool
     ``correct_only``: use only images both models classify as their target class (SPEC §4.2
     style; TCAV itself scores every image of the class, the default). Range [-1, 1], higher is better.
     """
-    return _contrast(_layer_rows(records, layer), "obj", "scene", correct_only, "tcav_mcs")
+    return _contrast(_layer_rows(records, layer), OBJ, SCENE, correct_only, "tcav_mcs")
 
 
+@register_metric(MetricInfo(
+    name="tcav_rmcs", title="TCAV relative model contrast (rank correlation of the curve)", paper=_PAPER,
+    direction="higher", range=(-1.0, 1.0), chance=0.0, selection_subset="common_in_scene", needs=_rmcs_ref,
+    optional_needs=_rmcs_curve, min_optional=2, context=("num_k",), defaults={"layer": None, "correct_only": False},
+    concept_method="tcav",
+    description="TCAV_k - TCAV_K over the commonality models (rows 'tcav_rmcs_curve'); summary -Spearman(k, curve)",
+))
 def tcav_rmcs(records: pd.DataFrame, layer: str | None = None, num_k: int | None = None,
               correct_only: bool = False) -> MetricValue:
     """TCAV RMCS: the curve TCAV_k - TCAV_K (commonality-k vs commonality-K) for k = 1..K-1 and its
@@ -97,7 +132,7 @@ def tcav_rmcs(records: pd.DataFrame, layer: str | None = None, num_k: int | None
     big_k = num_k if num_k is not None else (max(present) if present else 0)
     if big_k < 2:
         raise BamError(f"tcav_rmcs needs commonality-k models for k = 1..K with K >= 2; found k = {present}")
-    curve = tuple(_contrast(rows, f"commonality-{k}", f"commonality-{big_k}", correct_only, "tcav_rmcs_curve", k)
+    curve = tuple(_contrast(rows, commonality(k), commonality(big_k), correct_only, "tcav_rmcs_curve", k)
                   for k in range(1, big_k))
     ids = sorted({i for c in curve for i in c.image_ids})
     pos = {i: n for n, i in enumerate(ids)}
@@ -112,4 +147,4 @@ def tcav_rmcs(records: pd.DataFrame, layer: str | None = None, num_k: int | None
             excluded[r] = excluded.get(r, 0) + n
     return MetricValue(metric="tcav_rmcs", value=stat(mat) if ids else math.nan, n_used=len(ids),
                        excluded=frozen(excluded), per_image=mat, image_ids=tuple(ids), statistic=stat,
-                       roles=tuple(f"commonality-{k}" for k in range(1, big_k + 1)), curve=curve)
+                       roles=commonality_roles(big_k), curve=curve)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from bam.errors import BamError
 from bam.outputs import check_output_set
-from bam.schema import CURVE_METRIC, KEY_COLUMNS, read_results
+from bam.schema import KEY_COLUMNS, read_results
 
 #: Slack for float round-off: a change of exactly the tolerance is not a regression.
 _EPS = 1e-9
@@ -117,7 +117,7 @@ def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float =
     for d in merged.to_dict("records"):
         side = str(d["_merge"])
         direction = d["direction_b"] if side != "right_only" else d["direction_n"]
-        if d["metric"] == CURVE_METRIC:  # a curve point has no better side (SPEC §4.7): informational
+        if str(d["k"]).strip() != "":  # a curve point has no better side (SPEC §4.7): informational
             direction = "none"
         base = float(d["value_b"]) if side != "right_only" else math.nan
         val = float(d["value_n"]) if side != "left_only" else math.nan

@@ -26,7 +26,7 @@ from bam.errors import BamError
 from bam.outputs import check_output_set
 from bam.report import figures
 from bam.report._cases import EXAMPLES_FILE, load_examples, worst_mcs_cases
-from bam.schema import CURVE_METRIC, parse_json_cell, read_records, read_results
+from bam.schema import is_curve_point, parse_json_cell, read_records, read_results
 
 
 def control_methods() -> frozenset[str]:
@@ -181,7 +181,7 @@ def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> s
 
 def _overview(results: pd.DataFrame, controls: frozenset[str]) -> str:
     """Methods x metrics: value [CI] (curve points excluded)."""
-    main = results[results["metric"] != CURVE_METRIC]
+    main = results[~is_curve_point(results)]
     if main.empty:
         return '<p class="muted">no summary metrics in results.csv.</p>'
     metrics = list(dict.fromkeys(main["metric"]))
@@ -201,7 +201,7 @@ def _overview(results: pd.DataFrame, controls: frozenset[str]) -> str:
 
 def _ranking(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) -> str:
     """One section per (dataset, metric, model pair): bar chart + ranked table."""
-    main = results[results["metric"] != CURVE_METRIC]
+    main = results[~is_curve_point(results)]
     parts = []
     many_datasets = main["dataset"].nunique() > 1
     for (ds, metric, pair), d in main.groupby(["dataset", "metric", "model_pair"], sort=False):
@@ -235,16 +235,17 @@ def _ranking(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) ->
 
 
 def _curve(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) -> str:
-    """RMCS curve figure and its values (rows with metric == rmcs_curve)."""
-    curve = results[(results["metric"] == CURVE_METRIC) & (results["k"] != "")]
+    """Curve figures and values (rows with k: rmcs_curve, tcav_rmcs_curve), one per (dataset, metric)."""
+    curve = results[is_curve_point(results)]
     if curve.empty:
         return '<p class="muted">no RMCS curve rows (metric rmcs_curve) in results.csv.</p>'
     parts = []
     many = curve["dataset"].nunique() > 1
-    for ds, d in curve.groupby("dataset", sort=True):  # model_pair differs per k (commonality-k|commonality-K)
-        img = figs.add(f"rmcs_curve_{ds}" if many else "rmcs_curve",
-                       figures.rmcs_curve_figure(d, controls, "RMCS curve" + (f" — {ds}" if many else "")),
-                       "RMCS curve")
+    for (ds, metric), d in curve.groupby(["dataset", "metric"], sort=True):  # model_pair differs per k
+        name = f"{metric}_{ds}" if many else str(metric)
+        title = ("RMCS curve" if metric == "rmcs_curve" else f"{metric}") + (f" — {ds}" if many else "")
+        img = figs.add(name, figures.rmcs_curve_figure(d, controls, title), title)
+        parts.append(f"<h3>{html.escape(title)}</h3>")
         ks = sorted({int(k) for k in d["k"]})
         methods = sorted(set(d["method"]), key=lambda m: (m in controls, m))
         rows, classes = [], []
@@ -255,6 +256,22 @@ def _curve(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) -> s
         parts.append(img + _table(["method"] + [f"k={k}" for k in ks], rows, classes,
                                   numeric=set(range(1, len(ks) + 1))))
     return "".join(parts)
+
+
+def _concepts(results_dir: Path) -> str:
+    """The per-(model, layer) TCAV summary (tcav_summary.csv), when the evaluation ran TCAV."""
+    path = results_dir / "tcav_summary.csv"
+    if not path.is_file():
+        return '<p class="muted">no concept method was run (no tcav_summary.csv).</p>'
+    s = pd.read_csv(path, dtype=str, keep_default_na=False)
+    cols = ["model_role", "layer", "summary", "target_name", "score", "score_sd", "random_score", "random_sd",
+            "p_value", "significant", "cav_accuracy", "n_images", "n_runs"]
+    rows = [[_num(float(r[c]), 3) if c in {"score", "score_sd", "random_score", "random_sd", "p_value",
+                                              "cav_accuracy"} and r[c] not in ("", "nan") else r[c] for c in cols]
+            for r in s.to_dict("records")]
+    return ('<p class="muted">TCAV (Kim et al. 2018) of the common-object concept per model and bottleneck; the '
+            "tcav_mcs / tcav_rmcs rows above use the layer marked summary; p: two-sided t-test of the concept runs "
+            "against random-vs-random runs (docs/tcav.md).</p>" + _table(cols, rows, numeric={4, 5, 6, 7, 8, 10}))
 
 
 def _gallery(results_dir: Path, controls: frozenset[str], figs: _Figures) -> str:
@@ -331,6 +348,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         ("overview", "Overview: value [CI low, CI high]", _overview(results, controls)),
         ("ranking", "Ranking per metric", _ranking(results, controls, figs)),
         ("rmcs", "RMCS curve", _curve(results, controls, figs)),
+        ("concepts", "TCAV per model and layer", _concepts(results_dir)),
         ("gallery", "Heatmap gallery", _gallery(results_dir, controls, figs)),
     ]
     if worst:

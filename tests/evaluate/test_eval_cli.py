@@ -111,3 +111,23 @@ def test_cli_failing_plugin_one_line_exit_1_and_complete_outputs(tiny: tuple[Pat
     table = pd.read_csv(out / "results.csv")
     assert table.loc[table["method"] == "gradient", "value"].notna().all()
     assert json.loads((out / "provenance.json").read_text())["failures"]["evalfakes:raising_plugin"]
+
+
+def test_cli_tcav_rows_land_in_results_and_report(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    data, models = tiny
+    out = tmp_path / "out"
+    res = invoke("-q", "evaluate", "--data", str(data), "--models", str(models), "--method", "tcav", "--config", "ci",
+                 "--device", "cpu", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(table["method"]) == {"tcav"}
+    assert set(table["metric"]) == {"tcav_mcs", "tcav_rmcs", "tcav_rmcs_curve"}
+    mcs = table[table["metric"] == "tcav_mcs"].iloc[0]
+    assert mcs["model_pair"] == "obj|scene" and -1 <= float(mcs["value"]) <= 1 and mcs["ci_low"] != ""
+    assert json.loads(mcs["method_params"])["concept_size"] == 10  # the ci config's tcav section
+    files = json.loads((out / "outputs.json").read_text())["files"]
+    assert {"tcav_records.csv", "tcav_summary.csv", "tcav_cavs.csv"} <= set(files)
+    summary = pd.read_csv(out / "tcav_summary.csv")
+    assert set(summary["model_role"]) == {"obj", "scene", "commonality-1", "commonality-2", "commonality-3"}
+    assert invoke("-q", "report", str(out)).exit_code == 0
+    assert "TCAV per model and layer" in (out / "report.html").read_text()

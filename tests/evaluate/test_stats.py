@@ -105,7 +105,7 @@ def test_stability_tables_on_constructed_repeats() -> None:
     from bam.evaluate.stability import repeats_table, stability_table
 
     def results(values: dict[str, float], seed: int) -> pd.DataFrame:
-        return pd.DataFrame([{"metric": "mcs", "method": m, "value": v, "seed": seed} for m, v in values.items()])
+        return pd.DataFrame([{"metric": "mcs", "method": m, "value": v, "seed": seed, "k": ""} for m, v in values.items()])
 
     reps = [results({"a": 0.3, "b": 0.2, "c": 0.1, "random": 0.0}, 0),
             results({"a": 0.35, "b": 0.1, "c": 0.15, "random": 0.01}, 1)]

@@ -23,7 +23,8 @@ def rec(role: str, inp: str, iid: str, g: float, correct: bool = True, status: s
 
 
 def test_registry_metadata() -> None:
-    assert list_metrics() == ["mcs", "idr", "iir", "rmcs"]
+    assert list_metrics() == ["mcs", "idr", "iir", "rmcs", "tcav_mcs", "tcav_rmcs"]
+    assert get_metric_info("tcav_mcs").concept_method == "tcav" and get_metric_info("mcs").concept_method is None
     info = get_metric_info("mcs")
     assert (info.direction, info.range, info.chance) == ("higher", (-1.0, 1.0), 0.0)
     assert get_metric_info("idr").chance == 0.5
