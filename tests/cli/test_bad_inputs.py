@@ -93,6 +93,32 @@ def scenes_recipe(tmp: Path) -> None:
     recipe(scene_source="scenes")(tmp)
 
 
+def results_file(rows: int = 1) -> Callable[[Path], None]:
+    """Setup: {tmp}/r.csv, a results.csv with ``rows`` rows (0: the header only)."""
+    def write(tmp: Path) -> None:
+        from bam.schema import RESULTS_COLUMNS
+
+        row = {c: "" for c in RESULTS_COLUMNS} | {"schema_version": 2, "dataset": "tiny", "model_pair": "obj|scene",
+                                                  "method": "gradient", "metric": "mcs", "value": 0.1,
+                                                  "direction": "higher", "metric_params": "{}", "space": "pixel"}
+        import pandas as pd
+
+        pd.DataFrame([row] * rows, columns=list(RESULTS_COLUMNS)).to_csv(tmp / "r.csv", index=False)
+    return write
+
+
+def interrupted_set(tmp: Path) -> None:
+    """Setup: {tmp}/ev holds a results.csv beside the marker of an interrupted output-set swap."""
+    (tmp / "ev").mkdir()
+    results_file()(tmp)
+    shutil.copy(tmp / "r.csv", tmp / "ev" / "results.csv")
+    (tmp / "ev" / ".writing").write_text("")
+
+
+EV = ("evaluate", "--data", "{data}", "--models", "{model}", "--out", "{tmp}/ev", "--device", "cpu", "-q")
+EVC = (*EV, "--config", "{config}", "--method", "gradient", "--metric", "mcs")
+
+
 BD = ("build-data", "--out", "{tmp}/out")
 BDR = ("build-data", "--recipe", "{recipe}", "--out", "{tmp}/out")
 TR = ("train", "--data", "{data}", "--role", "obj", "--out", "{tmp}/m", *FAST)
@@ -249,6 +275,59 @@ CASES = [
          ("--out", "is a directory")),
     Case("explain-seed", (*EX, "--seed", "99999999999"), ("99999999999", SEED_RANGE)),
     Case("explain-device", (*EX, "--device", "gpu"), ("unknown device 'gpu'",)),
+    # evaluate (names, configs, parameters: all checked before any attribution is computed)
+    Case("ev-method-unknown", (*EV, "--method", "nope"), ("unknown method 'nope'", "gradient", "tcav")),
+    Case("ev-metric-unknown", (*EV, "--metric", "xyz"), ("--metric", "'xyz'")),
+    Case("ev-config-unknown", (*EV, "--config", "nope"), ("unknown eval config 'nope'", "default", "paper")),
+    Case("ev-config-typo-images", EVC, ("unknown metric in eval config images 'mcss'", "mcs"),
+         setup=raw_config(b"images: {mcss: 27}\n")),
+    Case("ev-config-unknown-key", EVC, ("unknown config key(s) bogus",), setup=raw_config(b"bogus: 1\n")),
+    Case("ev-config-nested-key", EVC, ("unknown config key(s) stepz", "iir_patch"),
+         setup=raw_config(b"iir_patch: {stepz: 3}\n")),
+    Case("ev-config-method-params-typo", EVC, ("unknown method in eval config method_params", "integrated_gradient"),
+         setup=raw_config(b"method_params: {integrated_gradient: {steps: 8}}\n")),
+    Case("ev-param-negative", (*EV, "--config", "{config}", "--method", "integrated_gradients", "--metric", "mcs"),
+         ("steps=-3 is invalid", "integer >= 2"),
+         setup=raw_config(b"method_params: {integrated_gradients: {steps: -3}}\n")),
+    Case("ev-param-unknown", EVC, ("unknown parameter(s) stepz for method 'gradient'",),
+         setup=raw_config(b"method_params: {gradient: {stepz: 3}}\n")),
+    Case("ev-metric-param-unknown", EVC, ("unknown parameter(s) treshold for metric 'iir'", "threshold"),
+         setup=raw_config(b"metric_params: {iir: {treshold: 0.2}}\n")),
+    Case("ev-space", EVC, ("space 'latent' is invalid", "pixel, model"), setup=raw_config(b"space: latent\n")),
+    Case("ev-images-zero", EVC, ("images.mcs = 0", "positive integer"), setup=raw_config(b"images: {mcs: 0}\n")),
+    Case("ev-limit-zero", (*EV, "--limit", "0"), ("--limit", "0", "x>=1")),
+    Case("ev-seed", (*EV, "--seed", "-1"), ("--seed", "-1", SEED_RANGE)),
+    Case("ev-data-missing", ("evaluate", "--data", "{tmp}/nope", "--models", "{model}", "--out", "{tmp}/ev"),
+         ("nope", "does not exist", "bam build-data")),
+    Case("ev-models-missing", ("evaluate", "--data", "{data}", "--models", "{tmp}/nope", "--out", "{tmp}/ev"),
+         ("nope", "does not exist")),
+    Case("ev-out-file", ("evaluate", "--data", "{data}", "--models", "{model}", "--out", "{file}"),
+         ("--out", "is a file")),
+    Case("ev-missing-role", (*EV, "--method", "gradient", "--metric", "mcs"),
+         ("metric mcs needs standard model role(s) scene", "bam train --data", "--role scene")),
+    # compare
+    Case("cmp-missing", ("compare", "{tmp}/a.csv", "{tmp}/b.csv"), ("results file not found", "a.csv")),
+    Case("cmp-empty-baseline", ("compare", "{tmp}/r.csv", "{tmp}/r.csv"), ("has a header but no rows", "r.csv"),
+         setup=results_file(0)),
+    Case("cmp-tolerance", ("compare", "{tmp}/r.csv", "{tmp}/r.csv", "--tolerance", "-1"), ("--tolerance -1",),
+         setup=results_file()),
+    Case("cmp-out-dir", ("compare", "{tmp}/r.csv", "{tmp}/r.csv", "--out", "{dir}"), ("--out", "is a directory"),
+         setup=results_file()),
+    Case("cmp-dir-as-file", ("compare", "{dir}", "{dir}"), ("is a directory", "results.csv")),
+    Case("cmp-interrupted-set", ("compare", "{tmp}/r.csv", "{tmp}/ev/results.csv"), ("partly written output set",),
+         setup=interrupted_set),
+    # report
+    Case("report-missing", ("report", "{tmp}/nope"), ("nope", "not found", "bam evaluate")),
+    Case("report-file", ("report", "{file}"), ("a file", "expected a folder")),
+    Case("report-interrupted-set", ("report", "{tmp}/ev"), ("partly written output set",), setup=interrupted_set),
+    Case("report-worst", ("report", "{tmp}/ev", "--worst", "-1"), ("--worst", "-1")),
+    # run
+    Case("run-stage", ("run", "--out", "{tmp}/r", "--stages", "build,deploy"), ("deploy", "build, train, evaluate")),
+    Case("run-config", ("run", "--out", "{tmp}/r", "--config", "nope"), ("unknown run config 'nope'", "synthetic")),
+    Case("run-repeats", ("run", "--out", "{tmp}/r", "--repeats", "0"), ("--repeats", "0", "1<=x<=100")),
+    Case("run-seed", ("run", "--out", "{tmp}/r", "--seed", "-5"), ("--seed", "-5", SEED_RANGE)),
+    Case("run-config-key", ("run", "--out", "{tmp}/r", "--config", "{config}"), ("unknown config key(s) recipie",),
+         setup=raw_config(b"recipie: tiny\n")),
 ]
 
 
