@@ -224,7 +224,8 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, options: Build
     out = Path(out)
     seed = check_seed(seed, "seed")
     opts = options or BuildOptions()
-    inputs, workers, allow_fewer, export_composites = opts.inputs, opts.workers, opts.allow_fewer, opts.export_composites
+    inputs, workers = opts.inputs, opts.workers
+    allow_fewer, export_composites = opts.allow_fewer, opts.export_composites
     ident = _identity(recipe, seed, export_composites)
     complete, state = _check_existing(out, ident)
     if complete:

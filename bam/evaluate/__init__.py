@@ -22,7 +22,8 @@ from bam.evaluate.summarise import Summary, summarise, wide_table
 
 __all__ = [
     "OUTPUT_FILES", "EvalConfig", "EvalPlan", "EvalResult", "ExecContext", "Execution", "MethodPlan", "MetricPlan",
-    "ModelEntry", "PatchConfig", "PatchSet", "RecordCache", "Skip", "Summary", "Unit", "bootstrap_ci", "build_patch_set",
+    "ModelEntry", "PatchConfig", "PatchSet", "RecordCache", "Skip", "Summary",
+    "Unit", "bootstrap_ci", "build_patch_set",
     "evaluate", "evaluate_dir", "execute", "gather", "optimise_patch", "plan", "summarise", "train_hint",
     "wide_table",
 ]

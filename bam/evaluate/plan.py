@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from bam._io import hash_json
+from bam.concepts import list_concept_methods
 from bam.data.protocols import DatasetLike
 from bam.errors import BamError, choices_error
-from bam.concepts import list_concept_methods
 from bam.evaluate.config import EvalConfig
 from bam.methods import MethodInfo, list_methods, resolve_method, resolve_params
 from bam.metrics import METRICS, MetricInfo, Need, get_metric_info, list_metrics

@@ -169,7 +169,7 @@ def test_resume_after_interruption(tiny_build: Path, tiny_recipe: Path, tmp_path
     with pytest.raises(KeyboardInterrupt):
         build_mod.build_dataset(load_recipe(tiny_recipe), out, seed=3)
     assert not (out / "manifest.json").exists() and (out / ".build_state.json").exists()
-    with pytest.raises(BamError, match="not a complete bam dataset.*interrupted"):
+    with pytest.raises(BamError, match=r"not a complete bam dataset.*interrupted"):
         open_dataset(out)
     monkeypatch.setattr(build_mod, "run_unit", real)
     done_before = {p: p.stat().st_mtime_ns for p in (out / "objects").rglob("*.png")}
@@ -234,7 +234,7 @@ def test_open_dataset_errors(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(BamError, match="afile is a file; expected a directory"):
         open_dataset(tmp_path / "afile")
-    with pytest.raises(BamError, match="no manifest.json"):
+    with pytest.raises(BamError, match=r"no manifest\.json"):
         open_dataset(tmp_path)
 
 

@@ -72,7 +72,7 @@ def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(BamError, match="do not fit arch 'small_resnet'"):
         load(tmp_path / "m")
     (tmp_path / "m" / "card.json").write_text(json.dumps({**card, "colour": "red"}))
-    with pytest.raises(BamError, match="unknown config key.*colour"):
+    with pytest.raises(BamError, match=r"unknown config key.*colour"):
         load(tmp_path / "m")
     (tmp_path / "m" / "card.json").write_text("{not json")
     with pytest.raises(BamError, match="malformed JSON"):

@@ -103,8 +103,9 @@ def make_objects(rng: np.random.Generator, shape: str, n: int, size: int,
                  max_rotation: float = 180.0) -> list[Array]:
     """``n`` RGBA cut-outs (uint8, alpha in {0, 255}) of one shape family, longer side <= ``size``.
 
-    Random per object: rotation (uniform in [-max_rotation, max_rotation] degrees), aspect ratio (0.6..1), fill (solid or a linear
-    gradient between two random colours) and faint pixel noise. Each is cropped to its mask's box.
+    Random per object: rotation (uniform in [-max_rotation, max_rotation] degrees), aspect ratio
+    (0.6..1), fill (solid or a linear gradient between two random colours) and faint pixel noise.
+    Each is cropped to its mask's box.
     """
     fn = SHAPES[shape]
     theta = np.deg2rad(rng.uniform(-max_rotation, max_rotation, size=(n, 1, 1)))
