@@ -16,6 +16,7 @@ load moves the numbers: compare ratios from one run, never numbers across runs.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -70,7 +71,8 @@ def raw_pass(model: torch.nn.Module, x: Tensor, t: Tensor, kind: str) -> None:
         torch.autograd.grad(model(xi).gather(1, t.view(-1, 1)).sum(), xi)
         return
     acts: list[Tensor] = []
-    handle = model.gradcam_layer.register_forward_hook(lambda m, a, out: acts.append(out))
+    layer: torch.nn.Module = getattr(model, "gradcam_layer")  # noqa: B009 (a module attribute, typed here)
+    handle = layer.register_forward_hook(lambda m, a, out: acts.append(out))
     try:
         out = model(x)
     finally:
@@ -111,12 +113,10 @@ def run(model: torch.nn.Module, x: Tensor, t: Tensor, rounds: int, clock: str) -
     n = x.shape[0]
     calls: dict[str, dict[str, Callable[[], object]]] = {}
     for name, (params, _, raw) in METHODS.items():
-        calls[name] = {
-            "bam": lambda name=name, params=params: attribute(name, model, x, t, micro_batch=rows, **params),
-            "captum": lambda name=name: captum_call(name, model, x, t, rows),
-        }
+        calls[name] = {"bam": functools.partial(attribute, name, model, x, t, micro_batch=rows, **params),
+                       "captum": functools.partial(captum_call, name, model, x, t, rows)}
         if raw:
-            calls[name]["raw"] = lambda raw=raw: raw_pass(model, x, t, raw)
+            calls[name]["raw"] = functools.partial(raw_pass, model, x, t, raw)
     for fns in calls.values():  # warm-up (allocator, oneDNN primitives, bam's per-model caches)
         for fn in fns.values():
             fn()

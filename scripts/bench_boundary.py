@@ -117,12 +117,13 @@ def main() -> None:
     from bam.models import load
 
     model = load(args.model)
+    role = str(getattr(model, "card").role)  # noqa: B009 (set by bam.models.load)
     data = open_dataset(args.data)
-    sub = data.subset(args.subset or model.card.role, split="val")
+    sub = data.subset(args.subset or role, split="val")
     pick = torch.randperm(len(sub), generator=torch.Generator().manual_seed(args.seed))[:args.images]
     x, _, _ = sub.load_batch(pick.tolist())
     overrides = _parse(args.param)
-    out: dict[str, Any] = {"model": str(args.model), "role": model.card.role, "images": int(x.shape[0]),
+    out: dict[str, Any] = {"model": str(args.model), "role": role, "images": int(x.shape[0]),
                            "image_size": int(x.shape[-1]), "threads": args.threads, "seed": args.seed,
                            "overrides": overrides}
     results: dict[str, SearchResult] = {}
