@@ -13,8 +13,10 @@ raw / passes images/s).
 
     python scripts/bench.py                                   # CPU: small_resnet at 64 px
     python scripts/bench.py --arch resnet50 --image-size 224 --batch 64 --device cuda   # GPU
+    python scripts/bench.py --vs-captum --threads 1           # bam vs captum, ResNet-18 at 64 px, batch 32
 
-Prints a markdown table and writes a CSV (--out).
+``--vs-captum`` compares bam with captum's batched equivalents in one interleaved run (see
+scripts/_vs_captum.py). Prints a markdown table and writes a CSV (--out).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def parse_args() -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--arch", default="small_resnet", help=f"one of {', '.join(list_models())}")
+    p.add_argument("--arch", default=None, help=f"one of {', '.join(list_models())} (default: small_resnet; "
+                                                 "resnet18 with --vs-captum)")
     p.add_argument("--image-size", type=int, default=64, help="input side in pixels (224 for resnet50 on GPU)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--batch", type=int, default=32, help="images per batched call (and raw batch size)")
@@ -81,7 +84,15 @@ def parse_args() -> argparse.Namespace:
                    help="override a method parameter, e.g. ig_smoothgrad.samples=5 (int/float parsed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench.csv"))
-    return p.parse_args()
+    p.add_argument("--vs-captum", action="store_true",
+                   help="bam vs captum's batched equivalents (gradient, grad_x_input, gradcam, IG 25, SmoothGrad 25, "
+                        "guided backprop, DeepLIFT), interleaved rounds, plus one-pass efficiency vs raw")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds of --vs-captum (medians reported)")
+    p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                   help="--vs-captum timer: CPU time of this process (auto: on CPU with 1 thread) or wall time")
+    args = p.parse_args()
+    args.arch = args.arch or ("resnet18" if args.vs_captum else "small_resnet")
+    return args
 
 
 def _overrides(items: list[str]) -> dict[str, dict[str, object]]:
@@ -113,6 +124,9 @@ def main() -> None:
     x = torch.rand(args.batch, 3, args.image_size, args.image_size, generator=gen).to(device)
     with torch.no_grad():
         t = model(x).argmax(1)
+    if args.vs_captum:
+        vs_captum(args, model, x, t, device)
+        return
     invertible = is_invertible(model)
     names = [n for n in args.methods.split(",") if n] or [
         n for n in list_methods()
@@ -131,12 +145,13 @@ def main() -> None:
         if info.stochastic:
             params["seed"] = args.seed
         passes = info.passes({**info.defaults, **params})
-        batched_s = timed(lambda: attribute(name, model, x, t, **params), device, args.repeats)
+        batched_s = timed(lambda name=name, params=params: attribute(name, model, x, t, **params), device,
+                          args.repeats)
         ips = args.batch / batched_s
         k = min(args.loop_images, args.batch)
         loop_params = {**params, "micro_batch": 1}
 
-        def loop() -> None:
+        def loop(k: int = k, name: str = name, loop_params: dict = loop_params) -> None:
             for i in range(k):
                 attribute(name, model, x[i:i + 1], t[i:i + 1], **loop_params)
 
@@ -154,6 +169,25 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, peak memory {peak_memory_mb(device):.0f} MiB\n")
     print(markdown_table(frame))
     print(f"\nwrote {args.out}")
+
+
+def vs_captum(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor,
+              device: torch.device) -> None:
+    """The --vs-captum mode: one interleaved run, a table of ratios, a CSV."""
+    from _vs_captum import run
+
+    clock = args.clock if args.clock != "auto" else ("cpu" if device.type == "cpu" and torch.get_num_threads() == 1
+                                                     else "wall")
+    frame = pd.DataFrame(run(model, x, t, args.rounds, clock))
+    write_csv(args.out, frame)
+    print(f"\nbam vs captum: arch {args.arch} @ {args.image_size}px (random weights), batch {args.batch}, device "
+          f"{device}, threads {torch.get_num_threads()}, {args.rounds} interleaved rounds, clock {clock}; "
+          f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}\n")
+    print(markdown_table(frame.fillna("")))
+    print("\nbam_over_captum > 1: bam faster. efficiency = bam images/s x passes / raw forward+backward images/s "
+          "(gradcam: raw = forward + backward to its layer). max_rel_diff: max |bam - captum| / max |bam| "
+          "(IG, SmoothGrad: different quadrature / noise by design; DeepLIFT: captum is inexact on ResNets).")
+    print(f"wrote {args.out}")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

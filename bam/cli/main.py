@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from bam import __version__
+from bam._threads import configure_environment
 from bam.cli._common import common_options, configure_logging, settings
 from bam.errors import BamError
 
@@ -137,6 +139,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    configure_environment(os.environ)  # thread defaults (bam._threads): must run before torch is imported
     logging.captureWarnings(True)
     cli(prog_name="bam")
 

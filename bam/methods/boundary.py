@@ -13,10 +13,18 @@ reference grid (36/255, 64/255, 0.3, 0.5, 0.7, 0.9, 1.1) was in ImageNet-normali
 ((x - mean) / std); an L2 radius r there is r·sigma in pixel units for sigma ~= 0.226 (the mean
 of the ImageNet stds 0.229, 0.224, 0.225), so the defaults are the reference grid times 0.226.
 
+Search procedures (SPEC §5.5): the defaults (the ``paper`` configuration) are the reference
+procedure of Wang et al. -- L2 PGD over the epsilon grid, then Carlini–Wagner on every image, keep
+the closer point, no radius skipping -- plus bam's bisection onto the boundary. ``FAST_SEARCH``
+(``start: deepfool``) is bam's fast search: a batched multi-class DeepFool start, the grid and CW
+only where it failed, and a boundary-projection polish; about 15 gradient evaluations per image
+instead of ~800 (docs/boundary.md has the measurements).
+
 Records per image (``AttributionResult.extras``): ``success``, ``boundary_distance`` (||x - x'||_2,
-NaN on failure), ``eps_used`` (NaN unless PGD succeeded), ``found_by`` (0 none, 1 PGD, 2 CW),
-``boundary_estimate`` (first-order DeepFool distance estimate used to skip small radii),
-``gradient_evals`` and ``forward_evals`` of the search. Failed images have ``valid = False``.
+NaN on failure), ``eps_used`` (NaN unless PGD found x'), ``found_by`` (0 none, 1 PGD, 2 CW,
+3 DeepFool), ``boundary_estimate`` (first-order DeepFool distance estimate; NaN unless DeepFool or
+radius skipping ran), ``gradient_evals`` and ``forward_evals`` of the search. Failed images have
+``valid = False``.
 """
 
 from __future__ import annotations
@@ -42,25 +50,38 @@ PIXEL_EPSILONS = tuple(round(e * NORMALIZED_TO_PIXEL, 5) for e in REFERENCE_EPSI
 
 _PAPER = "Wang, Fredrikson & Datta, Robust Models Are More Interpretable Because Attributions Look Normal, ICML 2022"
 
-_SEARCH_DEFAULTS: dict[str, Any] = {
+#: The ``paper`` configuration: the reference procedure of Wang et al. (PGD over the whole grid,
+#: then CW on every image, keep the closer point; no radius skipping, no DeepFool, no polish),
+#: plus bam's bisection onto the boundary.
+SEARCH_DEFAULTS: dict[str, Any] = {
     "epsilons": PIXEL_EPSILONS,
     "attack_steps": 40,
     "step_scale": 2.5,
     "loss": "margin",
     "early_exit": True,
-    "skip_factor": 0.8,
+    "skip_factor": 0.0,
     "estimate_classes": 9,
-    "cw": "failed",
+    "cw": "all",
     "cw_steps": 100,
     "cw_search_steps": 5,
     "cw_lr": 0.01,
     "bisection_steps": 10,
+    "start": "grid",
+    "deepfool_steps": 10,
+    "overshoot": 0.02,
+    "refine_steps": 0,
 }
 
+#: bam's fast search (a named option, e.g. for configs/eval/default.yaml): DeepFool start, the grid
+#: search only where DeepFool failed (with radius skipping), CW only where both failed, and boundary
+#: projections to polish every point. Override the defaults with these to select it.
+FAST_SEARCH: dict[str, Any] = {"start": "deepfool", "estimate_classes": 3, "skip_factor": 0.8, "cw": "failed",
+                               "refine_steps": 8}
 
-def _search_config(params: Mapping[str, Any]) -> SearchConfig:
+
+def search_config(params: Mapping[str, Any]) -> SearchConfig:
     """Build the search configuration from method parameters (validated, one-line errors)."""
-    for name in ("step_scale", "skip_factor", "cw_lr"):
+    for name in ("step_scale", "skip_factor", "cw_lr", "overshoot"):
         if isinstance(params[name], bool) or not isinstance(params[name], (int, float)):
             raise BamError(f"bad {name} {params[name]!r}; accepted: a number")
     return SearchConfig(
@@ -68,7 +89,9 @@ def _search_config(params: Mapping[str, Any]) -> SearchConfig:
         step_scale=float(params["step_scale"]), loss=params["loss"], early_exit=bool(params["early_exit"]),
         skip_factor=float(params["skip_factor"]), estimate_classes=params["estimate_classes"],
         cw=params["cw"], cw_steps=params["cw_steps"], cw_search_steps=params["cw_search_steps"],
-        cw_lr=float(params["cw_lr"]), bisection_steps=params["bisection_steps"])
+        cw_lr=float(params["cw_lr"]), bisection_steps=params["bisection_steps"], start=params["start"],
+        deepfool_steps=params["deepfool_steps"], overshoot=float(params["overshoot"]),
+        refine_steps=params["refine_steps"])
 
 
 def _passes(with_ig: bool) -> Callable[[Mapping[str, Any]], int]:
@@ -77,7 +100,7 @@ def _passes(with_ig: bool) -> Callable[[Mapping[str, Any]], int]:
     def passes(params: Mapping[str, Any]) -> int:
         """Worst-case forward+backward passes per image for resolved ``params``."""
         attribution = int(params.get("ig_steps", 25)) if with_ig else 1
-        return _search_config({**_SEARCH_DEFAULTS, **params}).worst_case_passes() + attribution
+        return search_config({**SEARCH_DEFAULTS, **params}).worst_case_passes() + attribution
 
     return passes
 
@@ -98,7 +121,7 @@ def _records(res: SearchResult) -> dict[str, Tensor]:
 def _search(model: torch.nn.Module, inputs: Tensor, params: Mapping[str, Any], micro_batch: int,
             seed: int) -> tuple[SearchResult, int]:
     """Run the boundary search for a batch; returns the result and the resolved micro-batch."""
-    cfg = _search_config(params)
+    cfg = search_config(params)
     mb = int(micro_batch) if micro_batch and int(micro_batch) > 0 else auto_micro_batch(model, inputs)
     return boundary_search(model, inputs, cfg, micro_batch=mb, seed=int(seed)), mb
 
@@ -111,7 +134,7 @@ def _check_ig_steps(steps: Any) -> None:
 
 def _validate(params: Mapping[str, Any], with_ig: bool) -> None:
     """Check the search (and BIG's path) parameters before any work."""
-    _search_config(params)
+    search_config(params)
     if with_ig:
         _check_ig_steps(params["ig_steps"])
 
@@ -148,10 +171,11 @@ def path_integrated_gradients(model: torch.nn.Module, inputs: Tensor, baselines:
 
 @register_method(MethodInfo(
     name="boundary_ig", title="Boundary integrated gradients (BIG)", paper=_PAPER, family="boundary",
-    defaults={**_SEARCH_DEFAULTS, "ig_steps": 25}, stochastic=True, passes=_passes(True), expands_batch=True,
+    defaults={**SEARCH_DEFAULTS, "ig_steps": 25}, stochastic=True, passes=_passes(True), expands_batch=True,
     check=lambda p: _validate(p, with_ig=True),
-    description="IG from the closest boundary point x' (L2 PGD over an epsilon grid in pixel-space L2 units = "
-                "the reference normalised-unit grid x 0.226, early exit, CW for failures, bisection) to x."))
+    description="IG from the closest boundary point x' to x; default search = the reference (L2 PGD over the "
+                "reference grid x 0.226 in pixel L2 units, then CW on every image, bisection); start=deepfool "
+                "for the fast search."))
 def boundary_ig(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0, seed: int = 0,
                 **params: Any) -> AttributionResult:
     """BIG: integrated gradients of the target logit from the boundary point x' to x."""
@@ -167,7 +191,7 @@ def boundary_ig(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro
 
 @register_method(MethodInfo(
     name="boundary_gradient", title="Boundary gradient (BG)", paper=_PAPER, family="boundary",
-    defaults=dict(_SEARCH_DEFAULTS), stochastic=True, passes=_passes(False), expands_batch=True,
+    defaults=dict(SEARCH_DEFAULTS), stochastic=True, passes=_passes(False), expands_batch=True,
     check=lambda p: _validate(p, with_ig=False),
     description="Gradient of the target logit at the closest boundary point x' (same search as boundary_ig)."))
 def boundary_gradient(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,

@@ -126,6 +126,18 @@ class _Rescale(torch.autograd.Function):
         return grad * torch.where(dx.abs() < EPS, deriv, ratio), None, None, None, None
 
 
+def _relu_constants(r: Tensor) -> tuple[Tensor, ...]:
+    """Per-position constants of the closed-form ReLU rule for the baseline input ``r`` (one row):
+    clamp bounds (lo, hi) and (A, B, C, D) with multiplier = (A + B·w) / (C + D·w), w = clamp(x, lo, hi)."""
+    above = r > 0  # the branch, per position
+    pos = above.to(r.dtype)
+    neg = 1 - pos
+    r_low = torch.where(r == 0, -torch.finfo(r.dtype).tiny, r)
+    inf = torch.full_like(r, float("inf"))
+    lo, hi = torch.where(above, -inf, 0.0), torch.where(above, 0.0, inf)
+    return lo, hi, r * pos, neg, r * pos - r_low * neg, neg - pos
+
+
 class _ReluRescale(torch.autograd.Function):
     """Rescale rule for ReLU in closed form, without comparisons or selections on the image rows.
 
@@ -133,63 +145,64 @@ class _ReluRescale(torch.autograd.Function):
     is, position by position, r / (r - min(x, 0)) where r > 0 and relu(x) / (relu(x) - r) where
     r <= 0 (r = 0 moved to -tiny, which changes nothing for |x| > 1e-30). Both forms are
     bit-identical to the ratio wherever x != r and need no fallback where x == r (they give the
-    gradient 1[x > 0] there). The branch on r is a
-    per-position constant: only the baseline row is compared, and the image rows take one clamp
-    with per-position bounds and five in-place arithmetic passes into two new buffers (on CPU,
-    fresh buffers and full-tensor ``torch.where``/comparisons cost more than the arithmetic).
+    gradient 1[x > 0] there). The branch on r is a per-position constant computed once from the
+    baseline row (:func:`_relu_constants`, recorded on the tape): the image rows take one clamp with
+    per-position bounds, two multiply-adds and two in-place passes into two buffers (on CPU, fresh
+    buffers and full-tensor ``torch.where``/comparisons cost more than the arithmetic).
     """
 
     @staticmethod
-    def forward(ctx: Any, inp: Tensor, ref: Tensor) -> Tensor:
-        ctx.save_for_backward(inp, ref)
+    def forward(ctx: Any, inp: Tensor, ref: Tensor | None, consts: tuple[Tensor, ...] | None = None) -> Tensor:
+        if consts is None:
+            if ref is None:
+                raise ValueError("_ReluRescale needs the baseline input or its constants")
+            consts = _relu_constants(ref)
+        ctx.save_for_backward(inp, *consts)
         return inp.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        x, r = ctx.saved_tensors
-        above = r > 0  # the branch, per position (one row)
-        pos = above.to(r.dtype)
-        neg = 1 - pos
-        r_low = torch.where(r == 0, -torch.finfo(r.dtype).tiny, r)
-        # w = min(x, 0) where r > 0, max(x, 0) elsewhere
-        inf = torch.full_like(r, float("inf"))
-        w = torch.clamp(x, min=torch.where(above, -inf, 0.0), max=torch.where(above, 0.0, inf))
-        den = torch.addcmul(r * pos - r_low * neg, w, neg - pos)  # r - w  |  w - r_low
-        num = w.mul_(neg).add_(r * pos)  # r  |  relu(x)
-        return num.mul_(grad).div_(den), None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        x, lo, hi, a, b, c, d = ctx.saved_tensors
+        w = torch.clamp(x, min=lo, max=hi)  # min(x, 0) where r > 0, max(x, 0) elsewhere
+        num = torch.addcmul(a, b, w)  # r  |  relu(x)
+        den = torch.addcmul(c, d, w, out=w)  # r - w  |  w - r_low (in w's buffer: one fresh buffer less)
+        return num.mul_(grad).div_(den), None, None
 
 
 class _MaxPoolRule(torch.autograd.Function):
     """MaxPool2d on x (computed here, with its arg-max); backward = DeepLIFT max-pool multipliers.
 
-    Each window's Δy = y − y' is split as max(y, y') − y' to the arg-max of x and y − max(y, y')
-    to the arg-max of x'; the max-pool backward scatters *and sums* over overlapping windows, and
-    the sum is divided by Δx. Where Δx = 0 both parts are 0 and the gradient is kept instead.
+    Each window's Δy = y − y' goes to the arg-max of x where y > y' and to the arg-max of x' where
+    y < y' (the split max(y, y') − y' | y − max(y, y') of the rule), divided by Δx there (never 0
+    where Δy ≠ 0); the contributions of overlapping windows are *summed*. At positions with Δx = 0
+    the rule is 0/0 and the gradient is kept instead (each window whose arg-max of x is there adds
+    its gradient). Everything is computed per window (output size), then two scatter-adds.
     """
 
     @staticmethod
     def forward(ctx: Any, inp: Tensor, ref_in: Tensor, ref_out: Tensor, ref_idx: Tensor,
                 module: nn.MaxPool2d) -> Tensor:
-        ctx.args = _pool_args(module)
-        out, idx = F.max_pool2d(inp, *ctx.args, return_indices=True)
+        out, idx = F.max_pool2d(inp, *_pool_args(module), return_indices=True)
         ctx.save_for_backward(inp, idx, ref_in, ref_out, ref_idx)  # not out: it may be modified in place later
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, idx, x_ref, y_ref, idx_ref = ctx.saved_tensors
-        y = x.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
-        y_max = torch.maximum(y, y_ref)
-
-        def scatter(w: Tensor, ind: Tensor) -> Tensor:
-            return torch.ops.aten.max_pool2d_with_indices_backward(w, x, *ctx.args, ind)
-
-        num = scatter(grad * (y_max - y_ref), idx)
-        num += scatter(grad * (y - y_max), idx_ref.expand_as(idx))
-        dx = x - x_ref
-        zero = (dx == 0).to(dx.dtype)
-        num.addcmul_(zero, scatter(grad, idx))  # the gradient where Δx = 0 (num is 0 there)
-        return num.div_(dx.add_(zero)), None, None, None, None
+        n, ch = x.shape[:2]
+        xf, idx = x.flatten(2), idx.flatten(2)
+        idx_ref = idx_ref.flatten(2).expand_as(idx)
+        y, y_ref, g = xf.gather(2, idx), y_ref.flatten(2), grad.flatten(2)
+        tiny = torch.finfo(x.dtype).tiny
+        dy = y - y_ref
+        dx_at = y - x_ref.flatten(2).expand(n, ch, -1).gather(2, idx)  # Δx at the arg-max of x: >= Δy
+        dx_ref_at = xf.gather(2, idx_ref).sub_(y_ref)  # Δx at the arg-max of x': <= Δy
+        # max(Δy, 0) / Δx (0 where Δy <= 0), plus 1 where Δx = 0 (the gradient there); no torch.where:
+        # selections and comparisons on full tensors are slow on CPU
+        to_x = dy.clamp_min(0).div_(dx_at.clamp_min(tiny)).add_(dx_at == 0).mul_(g)
+        to_ref = dy.clamp_max_(0).div_(dx_ref_at.clamp_max_(-tiny)).mul_(g)  # min(Δy, 0) / Δx
+        out = torch.zeros_like(xf).scatter_add_(2, idx, to_x).scatter_add_(2, idx_ref, to_ref)
+        return out.view_as(x), None, None, None, None
 
 
 def _pool_args(m: nn.MaxPool2d) -> tuple[Any, ...]:
@@ -211,10 +224,9 @@ def _relu_forward(tape: _Tape, module: nn.ReLU, inp: Tensor) -> Tensor:
     """Forward of a plain ``nn.ReLU`` inside :func:`deeplift_rules` (computes through the rule)."""
     if tape.recording:
         out = inp.clamp_min(0)
-        tape.record(module, inp)
+        tape.record(module, *_relu_constants(inp))
         return out
-    (ref_in,) = tape.next(module)
-    return _ReluRescale.apply(inp, ref_in)
+    return _ReluRescale.apply(inp, None, tape.next(module))
 
 
 def _maxpool_forward(tape: _Tape, module: nn.MaxPool2d, inp: Tensor) -> Tensor:

@@ -4,8 +4,9 @@ Explanations from Deep Networks via Gradient-based Localization", ICCV 2017).
 GradCAM on ``model.gradcam_layer`` (the last convolutional stage, activations A [N, K, h, w]):
 channel weights w_k = spatial mean of d logit[target] / d A_k; map = ReLU(Σ_k w_k A_k), bilinearly
 upsampled to the input size (captum's ``LayerGradCam`` upsamples nearest and skips the ReLU unless
-asked, so both are explicit here), divided by its per-image maximum (an all-zero map stays zero),
-and broadcast to every input channel so the attribution has the input's shape.
+asked; bam computes the map itself with one forward hook), divided by its per-image maximum (an
+all-zero map stays zero), and broadcast to every input channel so the attribution has the input's
+shape. The forward records no graph before the layer and the backward stops at the layer.
 
 Guided GradCAM = guided backpropagation ⊙ GradCAM (two forward+backward passes per image).
 """
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bam.errors import BamError
 from bam.methods._base import MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
 from bam.methods.guided import SPRINGENBERG, guided_backprop_grads
@@ -27,17 +29,46 @@ SELVARAJU = ("Selvaraju, Cogswell, Das, Vedantam, Parikh, Batra. Grad-CAM: Visua
              "via Gradient-based Localization. ICCV 2017")
 
 
-def gradcam_maps(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_batch: int) -> Tensor:
-    """Normalised, bilinearly upsampled GradCAM maps, shape [N, 1, H, W], values in [0, 1]."""
-    from captum.attr import LayerGradCam
+class _LayerTap:
+    """Forward hook on the GradCAM layer: keeps its output as a fresh leaf that requires grad, and turns
+    gradient recording on for the rest of the forward (the part before the layer runs without a graph)."""
 
-    cam = LayerGradCam(model, model.gradcam_layer)
+    def __init__(self) -> None:
+        self.acts: list[Tensor] = []
+
+    def __call__(self, module: torch.nn.Module, args: Any, output: Tensor) -> Tensor:
+        leaf = output.detach().requires_grad_(True)
+        self.acts.append(leaf)
+        torch.set_grad_enabled(True)
+        return leaf
+
+
+def gradcam_maps(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_batch: int) -> Tensor:
+    """Normalised, bilinearly upsampled GradCAM maps, shape [N, 1, H, W], values in [0, 1].
+
+    One forward per micro-batch: without a graph up to ``model.gradcam_layer``, with one after it,
+    and a backward from the target logit down to the layer only.
+    """
+    layer = model.gradcam_layer
+    if not isinstance(layer, torch.nn.Module):
+        raise BamError(f"method 'gradcam' needs model.gradcam_layer to be a module; got {type(layer).__name__}")
     out = torch.empty((inputs.shape[0], 1, *inputs.shape[2:]), dtype=inputs.dtype, device=inputs.device)
     for sl in chunks(inputs.shape[0], micro_batch):
-        with torch.enable_grad():
-            m = cam.attribute(inputs[sl].detach().requires_grad_(True), target=target[sl], relu_attributions=True,
-                              attr_dim_summation=True)
-        m = F.interpolate(m.detach(), size=tuple(inputs.shape[2:]), mode="bilinear", align_corners=False)
+        tap = _LayerTap()
+        handle = layer.register_forward_hook(tap)
+        try:
+            with torch.no_grad():  # the tap switches gradients on at the layer; the context restores the mode
+                logits = model(inputs[sl].detach())
+        finally:
+            handle.remove()
+        if len(tap.acts) != 1:
+            raise BamError(f"method 'gradcam' needs model.gradcam_layer to run once per forward; "
+                           f"{type(layer).__name__} ran {len(tap.acts)} times; accepted: a layer called once")
+        acts = tap.acts[0]
+        (grads,) = torch.autograd.grad(logits.gather(1, target[sl].view(-1, 1)).sum(), acts)
+        weights = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True)
+        m = (weights * acts.detach()).sum(1, keepdim=True).clamp_min_(0)
+        m = F.interpolate(m, size=tuple(inputs.shape[2:]), mode="bilinear", align_corners=False)
         peak = m.flatten(1).amax(1).view(-1, 1, 1, 1)
         out[sl] = m / peak.clamp_min(torch.finfo(m.dtype).tiny)
     return out

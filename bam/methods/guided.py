@@ -3,10 +3,11 @@ The All Convolutional Net", ICLR workshop 2015).
 
 At every ReLU the backward pass keeps only positive gradients *and* only where the forward input
 was positive: grad_in = max(grad_out, 0) · [x > 0]. Implemented with forward hooks on the model's
-``nn.ReLU`` modules that route each output through an identity whose backward clamps the gradient
-at zero (the ReLU's own backward then applies [x > 0]). This works for reused and in-place ReLU
-modules; functional ReLUs cannot be hooked, so such models are refused with a clear error rather
-than silently returning a plain gradient.
+``nn.ReLU`` modules that put a gradient hook on each output which clamps the gradient at zero (the
+ReLU's own backward then applies [x > 0]); no activation is copied, except for in-place ReLUs (see
+:func:`_guide`). This works for reused and in-place ReLU modules; functional ReLUs cannot be
+hooked, so such models are refused with a clear error rather than silently returning a plain
+gradient.
 """
 
 from __future__ import annotations
@@ -39,9 +40,24 @@ class _PositiveGrad(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
-def _guide(module: torch.nn.Module, args: Any, output: Tensor) -> Tensor:
-    """Forward hook: wrap a ReLU output so its gradient is clamped at zero on the way back."""
-    return _PositiveGrad.apply(output)
+def _positive(grad: Tensor) -> Tensor:
+    """Tensor hook on a ReLU output: only positive gradients flow back into the ReLU."""
+    return grad.clamp(min=0)
+
+
+def _guide(module: torch.nn.Module, args: Any, output: Tensor) -> Tensor | None:
+    """Forward hook: clamp the gradient of the ReLU's output at zero on the way back.
+
+    Out-of-place ReLU: a gradient hook on this call's output (no copy, no extra autograd node; a
+    later in-place op on it would already break the ReLU's own backward, loudly). In-place ReLU: the
+    output is routed through :class:`_PositiveGrad`, whose copy keeps the model's later in-place ops
+    (``h += x`` after ``relu_``) away from the tensor the ReLU saved.
+    """
+    if getattr(module, "inplace", False):
+        return _PositiveGrad.apply(output)
+    if output.requires_grad:
+        output.register_hook(_positive)
+    return None
 
 
 @contextlib.contextmanager

@@ -253,8 +253,13 @@ def test_info_defaults_passes_and_units() -> None:
     assert info.family == "boundary" and info.stochastic
     assert info.defaults["epsilons"] == PIXEL_EPSILONS
     assert PIXEL_EPSILONS[-1] == pytest.approx(1.1 * 0.226) and len(REFERENCE_EPSILONS) == 7
-    # 1 prediction + 9 competitor gradients + 7 levels x (40 + 1) + CW 5 x 100 + 10 bisection + 25 IG
-    assert info.passes(dict(info.defaults)) == 1 + 9 + 7 * 41 + 500 + 10 + 25
+    # the paper defaults are the reference procedure: no skipping, CW on every image, both points bisected
+    assert info.defaults["skip_factor"] == 0 and info.defaults["cw"] == "all" and info.defaults["start"] == "grid"
+    assert info.defaults["refine_steps"] == 0
+    # 1 prediction + 7 levels x (40 + 1) + CW 5 x 100 + 2 x 10 bisection + 25 IG
+    assert info.passes(dict(info.defaults)) == 1 + 7 * 41 + 500 + 20 + 25
+    # with skipping and CW for failures only: + 9 competitor gradients, one bisection
+    assert info.passes({**info.defaults, "skip_factor": 0.8, "cw": "failed"}) == 1 + 9 + 7 * 41 + 500 + 10 + 25
     bg = get_info("boundary_gradient")
     assert bg.passes({**bg.defaults, "cw": "off", "skip_factor": 0}) == 1 + 7 * 41 + 10 + 1
 
@@ -286,3 +291,178 @@ def test_empty_batch_and_single_logit_model() -> None:
     one = Linear(torch.randn(1, 3 * 8 * 8), torch.zeros(1))
     with pytest.raises(BamError, match="2 logits"):
         boundary_search(one, torch.rand(2, 3, 8, 8), SearchConfig(epsilons=GRID), micro_batch=4, seed=0)
+
+
+# --- DeepFool start and projection polish (bam's fast search) ---------------------------------------------
+
+FAST = dict(start="deepfool", skip_factor=0.8, cw="failed", refine_steps=8)
+
+
+def test_deepfool_lands_on_a_linear_boundary_in_one_step() -> None:
+    """Linear model, all rivals: one DeepFool step reaches the exact projection (+ DeepFool's 1e-4 push)."""
+    model, x, _ = linear_case(n=8, k=4, seed=6)
+    d_true, proj = analytic_boundary(model, x)
+    inside = ((proj >= 0) & (proj <= 1)).flatten(1).all(1)
+    assert int(inside.sum()) >= 4  # the closed form below holds where the projection is inside [0, 1]
+    cfg = SearchConfig(epsilons=GRID, start="deepfool", estimate_classes=3, overshoot=0.0, bisection_steps=0,
+                       cw="off", skip_factor=0)
+    res = boundary_search(model, x[inside], cfg, micro_batch=64, seed=0)
+    assert torch.all(res.found_by == 3) and bool(res.success.all())
+    assert torch.all(res.gradient_evals == 3)  # one step: one forward, three rival gradients
+    assert torch.all(res.forward_evals == 2)  # the prediction and the check after the step
+    w, b = model.weight.detach(), model.bias.detach()
+    c = res.predicted
+    flat = x[inside].flatten(1)
+    logits = flat @ w.T + b
+    j = logits.scatter(1, c.view(-1, 1), float("-inf")).argmax(1)  # not always the nearest: take the found one
+    a = w[j] - w[c]
+    push = 1e-4 / a.norm(dim=1)
+    assert torch.allclose(res.distance, d_true[inside] + push, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(res.boundary, proj[inside], atol=1e-4)
+    assert torch.allclose(res.estimate, d_true[inside], rtol=1e-4)  # the first step's first-order estimate
+
+
+def test_deepfool_then_bisection_is_exact_on_a_linear_model() -> None:
+    """With overshoot and bisection the fast search is within 2^-10 of the analytic distance."""
+    model, x, _ = linear_case(n=6, seed=7)
+    d_true, _ = analytic_boundary(model, x)
+    res = attribute_full("boundary_gradient", model, x, model(x).argmax(1), epsilons=GRID, **FAST)
+    assert bool(res.valid.all()) and torch.all(res.extras["found_by"] == 3)
+    d = res.extras["boundary_distance"]
+    assert torch.all(d >= d_true * (1 - 1e-4)) and torch.all(d <= d_true * (1 + 1e-3))
+
+
+class Ring(nn.Module):
+    """A 2-D input (shape [N, 1, 1, 2]) and curved decision boundaries: logits of a fixed random ReLU MLP."""
+
+    def __init__(self) -> None:
+        """Random weights (fixed seed), logits standardised on the unit square so that boundaries cross it."""
+        super().__init__()
+        torch.manual_seed(11)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                                 nn.Linear(32, 3))
+        with torch.no_grad():
+            z = self.net(torch.rand(4096, 1, 1, 2))
+            self.net[-1].weight /= z.std(0).view(-1, 1)
+            self.net[-1].bias.copy_((self.net[-1].bias - z.mean(0)) / z.std(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the MLP."""
+        return self.net(x)
+
+
+@torch.no_grad()
+def brute_force_distance(model: nn.Module, x: torch.Tensor, rays: int = 360, radius: float = 1.2) -> torch.Tensor:
+    """Slow reference: per image, the first class change along each of ``rays`` directions inside [0, 1]^2
+    (a scan of 120 radii, then 30 bisection steps per ray), minimised over the rays (inf if none)."""
+    n = x.shape[0]
+    angles = torch.arange(rays) * (2 * torch.pi / rays)
+    dirs = torch.stack([angles.cos(), angles.sin()], 1).view(1, rays, 2)
+    origin = x.view(n, 1, 2)
+    c = model(x).argmax(1).view(n, 1)
+
+    def crossed(radii: torch.Tensor) -> torch.Tensor:
+        p = origin + radii.unsqueeze(-1) * dirs
+        inside = ((p >= 0) & (p <= 1)).all(-1)
+        return (model(p.view(-1, 1, 1, 2)).argmax(1).view(n, rays) != c) & inside
+
+    lo = torch.zeros(n, rays)
+    hi = torch.full((n, rays), float("inf"))
+    for s in torch.linspace(0, radius, 121)[1:]:
+        hit = crossed(torch.full((n, rays), float(s))) & torch.isinf(hi)
+        hi = torch.where(hit, s, hi)
+        lo = torch.where(torch.isinf(hi), s, lo)
+    found = torch.isfinite(hi)
+    hi = torch.where(found, hi, lo)
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        hit = crossed(mid)
+        hi = torch.where(hit, mid, hi)
+        lo = torch.where(hit, lo, mid)
+    return torch.where(found, hi, torch.full_like(hi, float("inf"))).amin(1)
+
+
+def _ring_inputs() -> tuple[Ring, torch.Tensor]:
+    """The MLP and 64 points in the middle of the unit square."""
+    model = Ring().eval()
+    x = torch.rand(64, 1, 1, 2, generator=torch.Generator().manual_seed(12)) * 0.6 + 0.2
+    return model, x
+
+
+def test_fast_search_distances_match_a_slow_reference_on_curved_boundaries() -> None:
+    """On a 2-D ReLU MLP the fast search's distances match a brute-force ray scan (median within 0.5 %,
+    90 % of images within 2 %; like every local search it can stop on a farther face of the boundary),
+    are never below it, and are as close as the reference procedure's; DeepFool alone is farther."""
+    model, x = _ring_inputs()
+    truth = brute_force_distance(model, x)
+    assert bool(torch.isfinite(truth).all())
+    fast = boundary_search(model, x, SearchConfig(epsilons=GRID, estimate_classes=2, **FAST), micro_batch=64, seed=0)
+    assert bool(fast.success.all())
+    ratio = fast.distance / truth
+    assert torch.all(ratio >= 1 - 1e-3), ratio.min()  # nothing misclassified is closer than the true boundary
+    assert float(ratio.median()) <= 1.005 and float(ratio.quantile(0.9)) <= 1.02, (ratio.median(), ratio.quantile(0.9))
+    assert float(fast.gradient_evals.float().mean()) <= 30
+    reference = boundary_search(model, x, SearchConfig(epsilons=GRID, skip_factor=0, cw="all", cw_steps=50,
+                                                       cw_search_steps=3), micro_batch=64, seed=0)
+    assert float(ratio.median()) <= float((reference.distance / truth).median()) * 1.005
+    # the DeepFool point alone is farther: the polish is what closes the gap
+    plain = boundary_search(model, x, SearchConfig(epsilons=GRID, estimate_classes=2, **{**FAST, "refine_steps": 0}),
+                            micro_batch=64, seed=0)
+    assert torch.all(fast.distance <= plain.distance + 1e-7)
+    assert float((plain.distance / truth).quantile(0.9)) > 1.05
+
+
+def test_an_image_that_cannot_be_flipped_stays_invalid() -> None:
+    """A linear model whose boundary lies outside [0, 1]^D: every stage fails, valid = False, NaN rows."""
+    weight = torch.zeros(3, 3 * 8 * 8)
+    weight[1, 0] = 1.0  # class 1 gains on pixel 0 only, but not enough inside the box
+    model = Linear(weight, torch.tensor([5.0, 0.0, -1.0])).eval()
+    x = torch.full((2, 3, 8, 8), 0.5)
+    res = attribute_full("boundary_gradient", model, x, model(x).argmax(1), epsilons=(0.5, 1.0), attack_steps=5,
+                         cw_steps=10, cw_search_steps=2, **FAST)
+    assert not bool(res.valid.any()) and torch.all(res.extras["found_by"] == 0)
+    assert torch.isnan(res.extras["boundary_distance"]).all()
+    # DeepFool ran its 10 steps (2 rivals each), then the grid (estimate 4.5: only the last radius) and CW
+    assert torch.all(res.extras["boundary_estimate"] == 4.5)
+    assert torch.all(res.extras["gradient_evals"] == 10 * 2 + 5 + 2 * 10)
+    attr = attribute("boundary_ig", model, x, 0, epsilons=(0.5, 1.0), attack_steps=5, cw_steps=10,
+                     cw_search_steps=2, ig_steps=3, **FAST)
+    assert torch.isnan(attr).all()
+
+
+@pytest.mark.parametrize("method", ["boundary_ig", "boundary_gradient"])
+def test_fast_search_micro_batch_and_batch_invariance(method: str) -> None:
+    """DeepFool start and polish: records and attributions do not depend on micro_batch or the batch."""
+    model = tiny_cnn(2)
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    target = model(x).argmax(1)
+    kw: dict = dict(epsilons=GRID, attack_steps=8, cw_steps=10, cw_search_steps=1, **FAST)
+    if method == "boundary_ig":
+        kw["ig_steps"] = 5
+    ref = attribute_full(method, model, x, target, micro_batch=64, **kw)
+    assert torch.all(ref.extras["found_by"][ref.valid] == 3)
+    for mb in (1, 3):
+        other = attribute_full(method, model, x, target, micro_batch=mb, **kw)
+        assert torch.equal(other.valid, ref.valid)
+        assert torch.allclose(other.attributions, ref.attributions, atol=1e-5)
+        for key in ("boundary_distance", "gradient_evals", "forward_evals", "found_by"):
+            assert torch.allclose(other.extras[key], ref.extras[key], atol=1e-6, equal_nan=True)
+    single = attribute_full(method, model, x[2:3], target[2:3], micro_batch=64, **kw)
+    for key in ("boundary_distance", "gradient_evals", "forward_evals"):
+        assert torch.allclose(single.extras[key], ref.extras[key][2:3], atol=1e-6, equal_nan=True)
+
+
+def test_polish_never_moves_a_point_farther() -> None:
+    """Every polished point is misclassified, in [0, 1], and at most as far as the unpolished one."""
+    model = tiny_cnn(5)
+    x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    base = dict(epsilons=GRID, steps=10, cw="off")
+    plain = boundary_search(model, x, SearchConfig(**base), micro_batch=64, seed=0)
+    polished = boundary_search(model, x, SearchConfig(**base, refine_steps=5), micro_batch=64, seed=0)
+    ok = plain.success
+    assert bool(ok.any()) and torch.equal(polished.success, ok)
+    assert torch.all(polished.distance[ok] <= plain.distance[ok] + 1e-7)
+    assert torch.all(model(polished.boundary[ok]).argmax(1) != polished.predicted[ok])
+    assert torch.all((polished.boundary >= 0) & (polished.boundary <= 1))
+    assert torch.all(polished.gradient_evals[ok] > plain.gradient_evals[ok])
+    assert torch.all(polished.gradient_evals[ok] <= plain.gradient_evals[ok] + 5)
