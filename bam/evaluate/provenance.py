@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from bam._threads import thread_settings
 from bam.config import to_dict
 from bam.evaluate.execute import Execution
 from bam.evaluate.plan import EvalPlan
@@ -51,7 +52,7 @@ def provenance(plan: EvalPlan, execution: Execution, facts: RunFacts) -> dict[st
         "dataset": {"root": str(plan.data.root), "manifest_hash": plan.data.manifest_hash},
         "checkpoints": ckpts, "versions": versions(), "device": str(dev),
         "device_name": name,
-        "world_size": facts.world_size, "wall_time_s": round(facts.wall_time_s, 3),
+        "world_size": facts.world_size, "wall_time_s": round(facts.wall_time_s, 3), "threads": thread_settings(),
         "methods": {m.name: {"title": m.info.title, "params": dict(m.params), "params_hash": m.params_hash,
                              "kind": m.kind, "stochastic": bool(m.info.stochastic)} for m in plan.methods},
         "metrics": [{"name": m.name, "kind": m.kind, "params": dict(m.params), "images": len(m.image_ids)}

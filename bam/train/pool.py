@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+
+from bam._threads import available_cpus
 
 log = logging.getLogger("bam.train")
 
@@ -39,14 +40,6 @@ class Done:
     arch: str
     val_accuracy: float
     seconds: float
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _init_worker(threads: int) -> None:
