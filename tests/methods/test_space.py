@@ -64,6 +64,23 @@ def test_view_is_the_network_on_the_preprocessed_input() -> None:
     assert same.model is model and same.inputs is x and same.space == "pixel"
 
 
+def test_view_is_cached_and_follows_the_model_mode() -> None:
+    """One view per model (per-model caches such as DeepLIFT's baseline survive chunks); its mode is the
+    model's, and a method call leaves both in the mode they were in."""
+    model = create_model("small_resnet", num_classes=3, image_size=IMAGE, input_size=NET, normalization="paper")
+    x, m = pixels(), torch.ones(3, 1, IMAGE, IMAGE)
+    model.train()
+    view = to_space(model, x, m, "model")
+    assert view.model.training and view.model is to_space(model, x, m, "model").model
+    attribute("gradient", view.model, view.inputs, TARGET)
+    assert model.training and all(mod.training for mod in model.net.modules())
+    model.eval()
+    view = to_space(model, x, m, "model")
+    assert not view.model.training
+    attribute("gradient", view.model, view.inputs, TARGET)
+    assert not any(mod.training for mod in model.modules())
+
+
 def test_space_errors_are_one_line() -> None:
     x, m = pixels(), torch.ones(3, 1, IMAGE, IMAGE)
     for kw, words in ((dict(space="network"), "attribution space 'network'"), (dict(mask_mode="cubic"), "mask_mode")):
@@ -308,8 +325,9 @@ def test_boundary_methods_in_model_space_on_a_linear_network() -> None:
     with torch.no_grad():
         logits = m(z)
     c = logits.argmax(1)
-    big = attribute_full("boundary_ig", m, z, c, cw="all", skip_factor=0, seed=0)
-    bg = attribute_full("boundary_gradient", m, z, c, cw="all", skip_factor=0, seed=0)
+    kw = dict(cw="off", skip_factor=0, attack_steps=20, seed=0)
+    big = attribute_full("boundary_ig", m, z, c, ig_steps=5, **kw)
+    bg = attribute_full("boundary_gradient", m, z, c, **kw)
     assert bool(big.valid.all()) and bool(bg.valid.all())
     w = model.net.fc.weight.detach()
     std = torch.tensor(model.normalization["std"]).view(1, 3, 1, 1)
@@ -327,7 +345,7 @@ def test_boundary_methods_in_model_space_on_a_linear_network() -> None:
     # x' itself: in the pixel box, at the recorded distance, and BIG = (z - z') ⊙ w_c (linear network)
     from bam.methods.boundary import _SEARCH_DEFAULTS, _search
 
-    res, _mb = _search(m, z, {**_SEARCH_DEFAULTS, "cw": "all", "skip_factor": 0}, 0, 0)
+    res, _mb = _search(m, z, {**_SEARCH_DEFAULTS, "cw": "off", "skip_factor": 0, "attack_steps": 20}, 0, 0)
     u_prime = m.to_pixels(res.boundary)
     assert float(u_prime.min()) >= -1e-5 and float(u_prime.max()) <= 1 + 1e-5
     torch.testing.assert_close((m.to_pixels(z) - u_prime).flatten(1).norm(dim=1), dist, rtol=1e-4, atol=1e-5)
