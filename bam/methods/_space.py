@@ -191,12 +191,13 @@ def to_space(model: nn.Module, images: Tensor, masks: Tensor, space: str = "pixe
     """
     AttributionSpace(space, mask_mode)
     if space == "pixel":
-        return SpaceView(model, images, resize_masks(masks, tuple(images.shape[-2:]), mask_mode), space, mask_mode)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        return SpaceView(model, images, resize_masks(masks, size, mask_mode), space, mask_mode)
     view = model_space(model)
     with torch.no_grad():
         inputs = cast(Any, model).preprocess(images)
-    return SpaceView(view, inputs.detach(), resize_masks(masks, tuple(inputs.shape[-2:]), mask_mode), space,
-                     mask_mode)
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    return SpaceView(view, inputs.detach(), resize_masks(masks, size, mask_mode), space, mask_mode)
 
 
 def method_space(name: str, space: str) -> str:

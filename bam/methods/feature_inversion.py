@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -176,7 +176,7 @@ def invert(model: torch.nn.Module, inputs: Tensor, target: Tensor, params: Mappi
            micro_batch: int) -> Inversion:
     """Run both stages for a batch (``params``: all of the method's parameters, resolved)."""
     objective, weight1, weight2 = _check(params)
-    layer = model.gradcam_layer
+    layer = cast(torch.nn.Module, model.gradcam_layer)
     x = inputs.detach()
     n = x.shape[0]
     size = (x.shape[2], x.shape[3])
