@@ -94,9 +94,8 @@ def noise_generator(device: torch.device, seed: int) -> torch.Generator:
 def smoothgrad_noise(inputs: Tensor, samples: int, noise_level: float, seed: int) -> Tensor:
     """Noise for SmoothGrad-style methods: ``[samples, N, C, H, W]``, drawn up front in a fixed order.
 
-    sigma = ``noise_level`` * (max x - min x) per image, in pixel space (Smilkov et al. 2017;
-    our models take [0, 1] pixels and normalise inside, and the original's mean subtraction is a
-    translation, so the range -- and hence sigma relative to the image -- is the same).
+    sigma = ``noise_level`` * (max x - min x) per image over all channels (Smilkov et al. 2017),
+    i.i.d. per element of ``inputs``: pixels in pixel space, the network input in model space.
     """
     gen = noise_generator(inputs.device, seed)
     flat = inputs.flatten(1)

@@ -12,6 +12,11 @@ Units: the epsilon grid is in L2 norm of RGB pixels in [0, 1] (bam models normal
 reference grid (36/255, 64/255, 0.3, 0.5, 0.7, 0.9, 1.1) was in ImageNet-normalised input units
 ((x - mean) / std); an L2 radius r there is r·sigma in pixel units for sigma ~= 0.226 (the mean
 of the ImageNet stds 0.229, 0.224, 0.225), so the defaults are the reference grid times 0.226.
+In model space (``bam.methods._space``) the search runs on the pixels at the network resolution
+(the resized image, box [0, 1]; :func:`~bam.methods._space.search_view`), so the same grid is in
+pixel units at that resolution (for an ImageNet-normalised model: the reference grid in its own
+units, at the reference's 224 px); x' is mapped to the network input and BIG/BG are taken there.
+``boundary_distance`` is then in pixel units at the network resolution.
 
 Search procedures (SPEC §5.5): the defaults (the ``paper`` configuration) are the reference
 procedure of Wang et al. -- L2 PGD over the epsilon grid, then Carlini–Wagner on every image, keep
@@ -30,6 +35,7 @@ radius skipping ran), ``gradient_evals`` and ``forward_evals`` of the search. Fa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -40,6 +46,7 @@ from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import auto_micro_batch, chunks
 from bam.methods._boundary_search import SearchConfig, SearchResult, boundary_search, check_epsilons
 from bam.methods._grad import target_logit_grad
+from bam.methods._space import search_view
 
 #: The reference epsilon grid (Wang et al. 2022 code), in ImageNet-normalised input units.
 REFERENCE_EPSILONS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
@@ -123,7 +130,9 @@ def _search(model: torch.nn.Module, inputs: Tensor, params: Mapping[str, Any], m
     """Run the boundary search for a batch; returns the result and the resolved micro-batch."""
     cfg = search_config(params)
     mb = int(micro_batch) if micro_batch and int(micro_batch) > 0 else auto_micro_batch(model, inputs)
-    return boundary_search(model, inputs, cfg, micro_batch=mb, seed=int(seed)), mb
+    search_model, search_inputs, back = search_view(model, inputs)  # model space: pixels at network size
+    res = boundary_search(search_model, search_inputs, cfg, micro_batch=mb, seed=int(seed))
+    return replace(res, boundary=back(res.boundary)), mb
 
 
 def _check_ig_steps(steps: Any) -> None:

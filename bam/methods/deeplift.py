@@ -1,6 +1,6 @@
 """DeepLIFT, Rescale rule (Shrikumar, Greenside, Kundaje, "Learning Important Features Through
-Propagating Activation Differences", ICML 2017), black baseline (constant image ``baseline`` in
-pixel space, 0 = black).
+Propagating Activation Differences", ICML 2017), black baseline (the image of constant pixel value
+``baseline``, 0 = black, in the space the method runs in: :func:`bam.methods._space.baseline_image`).
 
 The baseline image x' goes through the model once (one row, no gradient) and a tape records the
 input and output of every non-linear module call. The images then go through as they are (n rows:
@@ -47,6 +47,7 @@ from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
 from bam.methods._relu_audit import module_tree_key, require_relu_modules
+from bam.methods._space import baseline_image
 
 SHRIKUMAR2017 = ("Shrikumar, Greenside, Kundaje. Learning Important Features Through Propagating Activation "
                  "Differences. ICML 2017")
@@ -354,7 +355,7 @@ def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: floa
     mb = resolve_micro_batch(model, inputs, micro_batch)
     attr = torch.empty_like(inputs)
     delta = torch.empty(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
-    base = torch.full_like(inputs[:1], float(baseline))
+    base = baseline_image(model, inputs[:1], float(baseline))
     key = _reference_key(model, baseline, inputs)
     cached = _REFERENCES.get(model)
     try:

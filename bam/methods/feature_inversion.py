@@ -9,21 +9,37 @@ with A the (fixed) activations of ``model.gradcam_layer`` for x and ``minmax`` a
 min-max normalisation. The background p is a Gaussian blur of x.
 
 * Stage 1 (``stage1_steps`` Adam steps, lr ``lr``): keep the representation of
-  x*m + p*(1-m) at ``gradcam_layer`` close to that of x (mean squared error) + ``l1``·|w|_1.
+  x*m + p*(1-m) at ``gradcam_layer`` close to that of x, plus ``stage1_weight`` times a penalty on w.
 * Stage 2 (``stage2_steps`` Adam steps, lr ``lr`` halved every ``lr_halve_every`` steps): maximise
-  the target-class probability of x*m + p*(1-m) and minimise it for x*(1-m) + p*m, + ``l1``·|w|_1.
+  the target-class probability of x*m + p*(1-m) and minimise it for x*(1-m) + p*m, plus
+  ``stage2_weight`` times the penalty on w.
 
-w starts at ``init_weight`` for every channel (Adam moves each weight by about ``lr`` per step,
-so this sets how far the channel ratios, hence the mask, can move) and is projected onto w >= 0
-after every step. The loss is a sum of per-image terms and Adam is elementwise, so an image's
-mask does not depend on the batch it is in nor on ``micro_batch``.
+``objective`` picks the terms (SPEC §5.7):
+
+* ``paper`` (Alg. 1-2, §4.1.1 of the paper): summed squared error ||f(x') - f(x)||², penalty
+  ||w||_1, weights gamma = 10 (stage 1) and delta = 1 (stage 2);
+* ``authors_code`` (mndu/guided-feature-inversion ``main.py``): relative squared error
+  ||f(x') - f(x)||² / ||f(x)||², penalty ||w||_2², weights 5 (stage 1) and 2 (stage 2). The
+  code's other choices (11 + 69 steps with one Adam whose lr halves every 10 steps from the start,
+  mask (s - min) / max, align_corners=True upsampling, blur before resizing) are not reproduced;
+  docs/fidelity.md lists them.
+
+``stage1_weight``/``stage2_weight`` = null take the objective's weights. w starts at
+``init_weight`` for every channel and is projected onto w >= 0 after every step; Adam moves each
+weight by about ``lr`` per step whatever the size of its gradient, so only the sign balance between
+the task term and the penalty decides which weights reach zero (the mask is invariant to scaling w).
+Extras: ``keep_prob``, ``remove_prob`` (last stage-2 step) and ``active_weights`` (number of w > 0
+at the end; 0 means an all-zero mask, which the metrics count as a constant map). The loss is a sum
+of per-image terms and Adam is elementwise, so an image's mask does not depend on the batch it is in
+nor on ``micro_batch``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +50,19 @@ from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import auto_micro_batch, chunks
 
 _DEFAULTS: dict[str, Any] = {
+    "objective": "paper",
+    "stage1_weight": None,
+    "stage2_weight": None,
     "stage1_steps": 10,
     "stage2_steps": 70,
     "lr": 0.01,
     "lr_halve_every": 10,
-    "l1": 1e-3,
     "blur_sigma": 5.0,
     "init_weight": 0.1,
 }
+
+#: objective -> (stage-1 weight, stage-2 weight) when ``stage1_weight``/``stage2_weight`` are null.
+OBJECTIVE_WEIGHTS: dict[str, tuple[float, float]] = {"paper": (10.0, 1.0), "authors_code": (5.0, 2.0)}
 
 
 class _StopForward(Exception):
@@ -98,20 +119,41 @@ def inversion_mask(weights: Tensor, acts: Tensor, size: tuple[int, int]) -> Tens
     return F.interpolate(s, size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
 
 
-def _check(params: Mapping[str, Any]) -> None:
-    """Validate parameters; one-line BamError naming the bad value."""
+def _check(params: Mapping[str, Any]) -> tuple[str, float, float]:
+    """Validate parameters (one-line BamError naming the bad value); return (objective, weight 1, weight 2)."""
+    objective = params["objective"]
+    if objective not in OBJECTIVE_WEIGHTS:
+        raise BamError(f"bad objective {objective!r}; accepted: {', '.join(OBJECTIVE_WEIGHTS)}")
     for name, low in (("stage1_steps", 0), ("stage2_steps", 0), ("lr_halve_every", 1)):
         v = params[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise BamError(f"bad {name} {v!r}; accepted: an integer >= {low}")
-    for name in ("lr", "blur_sigma", "init_weight", "l1"):
-        if isinstance(params[name], bool) or not isinstance(params[name], (int, float)):
-            raise BamError(f"bad {name} {params[name]!r}; accepted: a number")
     for name in ("lr", "blur_sigma", "init_weight"):
-        if not float(params[name]) > 0:
-            raise BamError(f"bad {name} {params[name]!r}; accepted: a positive number")
-    if not float(params["l1"]) >= 0:
-        raise BamError(f"bad l1 {params['l1']!r}; accepted: a number >= 0")
+        v = params[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) > 0:
+            raise BamError(f"bad {name} {v!r}; accepted: a positive number")
+    weights = []
+    for i, name in enumerate(("stage1_weight", "stage2_weight")):
+        v = params[name]
+        if v is None:
+            v = OBJECTIVE_WEIGHTS[objective][i]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) >= 0:
+            raise BamError(f"bad {name} {v!r}; accepted: a number >= 0, or null for the objective's weight")
+        weights.append(float(v))
+    return objective, weights[0], weights[1]
+
+
+def feature_error(feat: Tensor, ref: Tensor, objective: str) -> Tensor:
+    """Stage-1 task term per image: ||f - f_ref||² summed (``paper``), divided by ||f_ref||² (``authors_code``)."""
+    err = (feat - ref).pow(2).flatten(1).sum(1)
+    if objective == "authors_code":
+        return err / ref.pow(2).flatten(1).sum(1).clamp_min(torch.finfo(err.dtype).tiny)
+    return err
+
+
+def weight_penalty(w: Tensor, objective: str) -> Tensor:
+    """Penalty on the channel weights per image: ||w||_1 (``paper``) or ||w||_2² (``authors_code``)."""
+    return w.pow(2).sum(1) if objective == "authors_code" else w.abs().sum(1)
 
 
 def _passes(params: Mapping[str, Any]) -> int:
@@ -120,23 +162,25 @@ def _passes(params: Mapping[str, Any]) -> int:
     return 1 + int(p["stage1_steps"]) + 2 * int(p["stage2_steps"])
 
 
-@register_method(MethodInfo(
-    name="guided_feature_inversion", title="Guided feature inversion",
-    paper="Du, Liu, Song & Hu, Towards Explanation of DNN-based Prediction with Guided Feature Inversion, KDD 2018",
-    family="inversion", defaults=_DEFAULTS, requires=("conv_layer",), passes=_passes, expands_batch=True,
-    check=_check,
-    description="A mask from non-negative channel weights of the last conv stage, optimised to preserve the "
-                "representation (stage 1) and the target probability while its complement removes it (stage 2)."))
-def guided_feature_inversion(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,
-                             **params: Any) -> AttributionResult:
-    """Guided feature inversion mask (Du et al., KDD 2018), broadcast to the input channels."""
-    _check(params)
-    layer = model.gradcam_layer
+@dataclass(frozen=True)
+class Inversion:
+    """Outcome of :func:`invert`: final weights w [N, K], activations A [N, K, h, w], last stage-2 probabilities."""
+
+    weights: Tensor
+    acts: Tensor
+    keep_prob: Tensor
+    remove_prob: Tensor
+
+
+def invert(model: torch.nn.Module, inputs: Tensor, target: Tensor, params: Mapping[str, Any],
+           micro_batch: int) -> Inversion:
+    """Run both stages for a batch (``params``: all of the method's parameters, resolved)."""
+    objective, weight1, weight2 = _check(params)
+    layer = cast(torch.nn.Module, model.gradcam_layer)
     x = inputs.detach()
-    n, c = x.shape[:2]
+    n = x.shape[0]
     size = (x.shape[2], x.shape[3])
     mb = int(micro_batch) if micro_batch and int(micro_batch) > 0 else auto_micro_batch(model, x)
-    l1 = float(params["l1"])
     with torch.no_grad():
         acts = torch.cat([_layer_forward(model, layer, x[sl], full=False)[0] for sl in chunks(n, mb)])
         background = gaussian_blur(x, float(params["blur_sigma"]))
@@ -157,17 +201,16 @@ def guided_feature_inversion(model: torch.nn.Module, inputs: Tensor, target: Ten
                 keep = xs * m + ps * (1 - m)
                 if stage == 1:
                     feat, _ = _layer_forward(model, layer, keep, full=False)
-                    task = (feat - acts[sl]).pow(2).flatten(1).mean(1)
+                    loss = feature_error(feat, acts[sl], objective) + weight1 * weight_penalty(ws, objective)
                 else:
                     remove = xs * (1 - m) + ps * m
                     logits = model(torch.cat([keep, remove]))
                     prob = logits.softmax(1).gather(1, target[sl].repeat(2).view(-1, 1)).squeeze(1)
                     k = sl.stop - sl.start
-                    task = prob[k:] - prob[:k]
+                    loss = prob[k:] - prob[:k] + weight2 * weight_penalty(ws, objective)
                     keep_prob[sl] = prob[:k].detach().float()
                     remove_prob[sl] = prob[k:].detach().float()
-                loss = (task + l1 * ws.abs().sum(1)).sum()
-                (g,) = torch.autograd.grad(loss, ws)
+                (g,) = torch.autograd.grad(loss.sum(), ws)
             w.grad[sl] = g
         opt.step()
         with torch.no_grad():
@@ -181,7 +224,24 @@ def guided_feature_inversion(model: torch.nn.Module, inputs: Tensor, target: Ten
     for _ in range(params["stage2_steps"]):
         step(opt2, 2)
         sched.step()
+    return Inversion(w.detach(), acts, keep_prob, remove_prob)
+
+
+@register_method(MethodInfo(
+    name="guided_feature_inversion", title="Guided feature inversion",
+    paper="Du, Liu, Song & Hu, Towards Explanation of DNN-based Prediction with Guided Feature Inversion, KDD 2018",
+    family="inversion", defaults=_DEFAULTS, requires=("conv_layer",), passes=_passes, expands_batch=True,
+    check=lambda p: _check(p) and None,
+    description="A mask from non-negative channel weights of the last conv stage, optimised to preserve the "
+                "representation (stage 1) and the target probability while its complement removes it (stage 2); "
+                "objective paper (gamma 10, delta 1, L1) or authors_code (relative error, L2^2 weights 5, 2)."))
+def guided_feature_inversion(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,
+                             **params: Any) -> AttributionResult:
+    """Guided feature inversion mask (Du et al., KDD 2018), broadcast to the input channels."""
+    inv = invert(model, inputs, target, params, micro_batch)
     with torch.no_grad():
-        mask = inversion_mask(w.detach(), acts, size)
-    attr = mask.expand(-1, c, -1, -1).contiguous()
-    return AttributionResult(attr, extras={"keep_prob": keep_prob, "remove_prob": remove_prob})
+        mask = inversion_mask(inv.weights, inv.acts, (inputs.shape[2], inputs.shape[3]))
+    attr = mask.expand(-1, inputs.shape[1], -1, -1).contiguous()
+    active = (inv.weights > 0).sum(1).to(torch.float32)
+    return AttributionResult(attr, extras={"keep_prob": inv.keep_prob, "remove_prob": inv.remove_prob,
+                                           "active_weights": active})

@@ -3,9 +3,10 @@
 * gradient: the signed gradient of the target logit w.r.t. the input pixels (Simonyan, Vedaldi,
   Zisserman, "Deep Inside Convolutional Networks", ICLR workshop 2014). Signed on purpose: captum's
   ``Saliency`` returns |gradient| unless ``abs=False``.
-* grad_x_input: gradient ⊙ input (Shrikumar et al., "Not Just a Black Box", 2016), with the input in
-  model-input space, i.e. [0, 1] pixels for bam models (the original multiplied by its
-  mean-subtracted image; the ``paper`` configuration uses pixels, where a black pixel contributes 0).
+* grad_x_input: gradient ⊙ input (Shrikumar et al., "Not Just a Black Box", 2016), with the input the
+  method is applied to: [0, 1] pixels in pixel space (a black pixel contributes 0), the normalised
+  network input in model space (``bam.methods._space``; the original multiplied by its 224-px
+  mean-subtracted image, which the ``paper`` configuration reproduces there).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def gradient(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_ba
 
 @register_method(MethodInfo(
     name="grad_x_input", title="Gradient x input", paper=SHRIKUMAR, family="gradient",
-    description="Gradient of the target logit times the input, in model-input ([0, 1] pixel) space.",
+    description="Gradient of the target logit times the input (pixels, or the normalised network input).",
 ))
 def grad_x_input(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
     """(d logit[target] / d x) ⊙ x for every image (one forward+backward per image)."""

@@ -3,8 +3,9 @@
 * integrated_gradients (Sundararajan, Taly, Yan, "Axiomatic Attribution for Deep Networks",
   ICML 2017): IG = (x − x') ⊙ mean_t ∇f_c(x' + α_t (x − x')), α_t = linspace(0, 1, steps), the
   quadrature of the original BAM code (PAIR ``saliency``): both end points, equal weights 1/steps.
-  Not captum's default ``riemann_trapezoid``, whose weights sum to 1 − 1/n. Baseline x' = a constant
-  image of value ``baseline`` in pixel space (0 = black), which is the model-input space of bam models.
+  Not captum's default ``riemann_trapezoid``, whose weights sum to 1 − 1/n. Baseline x' = the image
+  of constant pixel value ``baseline`` (0 = black) in the space the method runs in
+  (:func:`bam.methods._space.baseline_image`: itself in pixel space, its preprocessing in model space).
 * ig_smoothgrad: SmoothGrad over IG, original variant (Smilkov et al. 2017): mean over ``samples``
   noisy copies x + n_s of IG(x + n_s)², baseline unchanged; samples × steps passes per image.
 
@@ -23,6 +24,7 @@ from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import resolve_micro_batch
 from bam.methods._grad import level_grads, smoothgrad_noise
+from bam.methods._space import baseline_image
 from bam.methods.smoothgrad import SMILKOV, check_samples
 
 SUNDARARAJAN = "Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017"
@@ -63,14 +65,14 @@ def _igsg_passes(params: Mapping[str, Any]) -> int:
     name="integrated_gradients", title="Integrated Gradients", paper=SUNDARARAJAN, family="path",
     defaults={"steps": 25, "baseline": 0.0}, passes=_ig_passes, expands_batch=True,
     check=lambda p: _validate(p, samples=False),
-    description="(x - x') * mean of gradients at alphas = linspace(0, 1, steps); black baseline in pixel space.",
+    description="(x - x') * mean of gradients at alphas = linspace(0, 1, steps); black baseline (pixel value).",
 ))
 def integrated_gradients(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, steps: int = 25,
                          baseline: float = 0.0, micro_batch: int = 0) -> AttributionResult:
     """IG with the original equal-weight quadrature, all images and steps batched."""
     steps, base = check_ig(steps, baseline)
     a = alphas(steps, inputs)
-    x0 = torch.full_like(inputs[:1], base)
+    x0 = baseline_image(model, inputs[:1], base)
     diff = inputs - x0
     total = torch.zeros_like(inputs)
     f_end = torch.zeros(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
@@ -96,7 +98,7 @@ def integrated_gradients(model: torch.nn.Module, inputs: Tensor, target: Tensor,
     defaults={"samples": 25, "steps": 25, "noise_level": 0.15, "baseline": 0.0}, stochastic=True,
     passes=_igsg_passes, expands_batch=True,
     check=lambda p: _validate(p, samples=True),
-    description="Mean over noisy copies of IG squared; noise sigma = noise_level * (max x - min x), pixel space.",
+    description="Mean over noisy copies of IG squared; noise sigma = noise_level * (max x - min x) of the input.",
 ))
 def ig_smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, samples: int = 25, steps: int = 25,
                   noise_level: float = 0.15, baseline: float = 0.0, seed: int = 0, micro_batch: int = 0) -> Tensor:
@@ -105,7 +107,7 @@ def ig_smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, sam
     steps, base = check_ig(steps, baseline)
     a = alphas(steps, inputs)
     noise = smoothgrad_noise(inputs, samples, noise_level, seed)
-    x0 = torch.full_like(inputs[:1], base)
+    x0 = baseline_image(model, inputs[:1], base)
     running = torch.zeros_like(inputs)  # gradient sum of the current sample, per image
     total = torch.zeros_like(inputs)
 

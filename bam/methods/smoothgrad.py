@@ -2,9 +2,11 @@
 noise by adding noise", arXiv 1706.03825, 2017), as run by BAM through the PAIR ``saliency``
 library: the mean of the **squared** gradients over ``samples`` noisy copies of the input.
 
-Noise space: sigma = ``noise_level`` * (max x − min x) per image, computed and added in [0, 1] pixel
-space (the model input of bam models). The original added noise to its mean-subtracted 0–255 input;
-mean subtraction is a translation, so the range and thus sigma relative to the image are unchanged.
+Noise space: sigma = ``noise_level`` * (max x − min x) per image, computed and added to the input the
+method is applied to: [0, 1] pixels in pixel space, the network input in model space
+(``bam.methods._space``: i.i.d. at the network resolution, as in the original, which added it to its
+224-px mean-subtracted input). In pixel space the noise is resized with the image inside the model,
+so at the network input it is smaller and spatially correlated.
 All noise is drawn up front from a ``torch.Generator`` seeded with ``seed`` (shape
 [samples, N, C, H, W], in that order), so the result does not depend on ``micro_batch``.
 """
@@ -49,7 +51,7 @@ def _passes(params: Mapping[str, Any]) -> int:
     name="smoothgrad", title="SmoothGrad (squared, original)", paper=SMILKOV, family="gradient",
     defaults={"samples": 25, "noise_level": 0.15}, stochastic=True, passes=_passes, expands_batch=True,
     check=_validate,
-    description="Mean of squared gradients over noisy copies; sigma = noise_level * (max x - min x), pixel space.",
+    description="Mean of squared gradients over noisy copies; sigma = noise_level * (max x - min x) of the input.",
 ))
 def smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, samples: int = 25,
                noise_level: float = 0.15, seed: int = 0, micro_batch: int = 0) -> Tensor:

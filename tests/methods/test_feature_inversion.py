@@ -9,7 +9,15 @@ from torch import nn
 
 from bam.errors import BamError
 from bam.methods import attribute, attribute_full, get_info
-from bam.methods.feature_inversion import gaussian_blur, inversion_mask
+from bam.methods.feature_inversion import (
+    _DEFAULTS,
+    OBJECTIVE_WEIGHTS,
+    feature_error,
+    gaussian_blur,
+    inversion_mask,
+    invert,
+    weight_penalty,
+)
 
 H = 24
 REGION = (slice(2, 12), slice(3, 13))  # rows, columns the target logit reads
@@ -121,7 +129,99 @@ def test_requires_conv_layer_and_checks_parameters() -> None:
     x = region_images(n=1)
     with pytest.raises(BamError, match="gradcam_layer"):
         attribute("guided_feature_inversion", nn.Sequential(nn.Flatten(), nn.Linear(3 * H * H, 2)), x, 0)
-    for bad in (dict(lr=0.0), dict(stage2_steps=-1), dict(blur_sigma=-2.0), dict(l1=-1.0)):
+    for bad in (dict(lr=0.0), dict(stage2_steps=-1), dict(blur_sigma=-2.0), dict(stage1_weight=-1.0),
+                dict(stage2_weight="x"), dict(objective="paper_v2")):
         with pytest.raises(BamError) as err:
             attribute("guided_feature_inversion", RegionModel(), x, 0, **bad)
         assert next(iter(bad)) in str(err.value) and "\n" not in str(err.value)
+
+
+# --- objectives (SPEC §5.7): the paper's and the authors' code --------------------------------------
+
+DEAD = 8  # channels whose activations are identically zero: only the penalty moves their weights
+
+
+class PaddedFeatures(nn.Module):
+    """HighPass channels (red, green, blue) followed by DEAD all-zero channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.high = HighPass()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3 + DEAD, H, W]."""
+        h = self.high(x)
+        return torch.cat([h, h.new_zeros(h.shape[0], DEAD, *h.shape[2:])], 1)
+
+
+class PaddedRegionModel(RegionModel):
+    """RegionModel whose conv stage has 3 + DEAD channels; the logits read the first three as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = PaddedFeatures()
+        self.gradcam_layer = self.features
+
+
+def _params(**kw: object) -> dict:
+    return {**_DEFAULTS, "blur_sigma": 2.0, **kw}
+
+
+def test_objective_terms_hand_values() -> None:
+    """paper: summed squared error and L1; authors_code: relative squared error and L2 squared."""
+    ref = torch.tensor([[[[1.0, 2.0]], [[0.0, 2.0]]]])  # ||ref||² = 9
+    feat = torch.tensor([[[[2.0, 2.0]], [[0.0, 0.0]]]])  # ||feat - ref||² = 1 + 4 = 5
+    assert feature_error(feat, ref, "paper").item() == pytest.approx(5.0)
+    assert feature_error(feat, ref, "authors_code").item() == pytest.approx(5.0 / 9.0)
+    w = torch.tensor([[0.5, 0.0, 2.0]])
+    assert weight_penalty(w, "paper").item() == pytest.approx(2.5)
+    assert weight_penalty(w, "authors_code").item() == pytest.approx(4.25)
+    assert OBJECTIVE_WEIGHTS == {"paper": (10.0, 1.0), "authors_code": (5.0, 2.0)}
+    info = get_info("guided_feature_inversion")
+    assert info.defaults["objective"] == "paper"
+    assert info.defaults["stage1_weight"] is None and info.defaults["stage2_weight"] is None
+
+
+def test_penalty_alone_moves_dead_weights_by_lr_per_step() -> None:
+    """A dead channel has no task gradient, so Adam on delta·|w| steps it down by exactly lr per step.
+
+    Stage 2 only, 5 steps at lr 0.01: 0.1 - 5 · 0.01 = 0.05. With delta = 0 the weight never moves.
+    """
+    model, x, t = PaddedRegionModel(), region_images(n=2), torch.zeros(2, dtype=torch.long)
+    inv = invert(model, x, t, _params(stage1_steps=0, stage2_steps=5), 0)
+    torch.testing.assert_close(inv.weights[:, 3:], torch.full((2, DEAD), 0.05), atol=1e-6, rtol=0)
+    still = invert(model, x, t, _params(stage1_steps=0, stage2_steps=5, stage2_weight=0.0), 0)
+    assert torch.equal(still.weights[:, 3:], torch.full((2, DEAD), 0.1))
+
+
+def test_stage2_drives_most_weights_to_zero_on_a_known_model() -> None:
+    """Paper objective (delta = 1), stage 2 alone: the blue and the DEAD channels (no effect on the mask
+    after min-max normalisation, hence none on the probabilities) end at exactly 0; the red channel
+    (the texture the target reads) survives and the mask still finds the region."""
+    model, x, t = PaddedRegionModel(), region_images(n=2), torch.zeros(2, dtype=torch.long)
+    inv = invert(model, x, t, _params(stage1_steps=0), 0)
+    res = attribute_full("guided_feature_inversion", model, x, t, stage1_steps=0, blur_sigma=2.0)
+    k = 3 + DEAD
+    assert torch.all(inv.weights[:, 2:] == 0), inv.weights
+    assert torch.all(inv.weights[:, 0] > 0)
+    assert torch.all(res.extras["active_weights"] <= 2) and torch.all(res.extras["active_weights"] < k / 2)
+    a = res.attributions[:, 0]
+    assert torch.all(a[:, inside()].mean(1) > a[:, ~inside()].mean(1))
+    assert torch.all(res.extras["keep_prob"] > res.extras["remove_prob"])
+    # without the penalty nothing drives the dead weights: every channel stays active
+    free = attribute_full("guided_feature_inversion", model, x, t, stage1_steps=0, stage2_steps=10, blur_sigma=2.0,
+                          stage2_weight=0.0)
+    assert torch.all(free.extras["active_weights"] == k)
+
+
+def test_authors_code_objective_runs_and_differs() -> None:
+    """objective=authors_code uses its own terms and weights (5, 2): another mask than the paper's."""
+    model, x, t = RegionModel(), region_images(n=2), torch.zeros(2, dtype=torch.long)
+    kw = dict(blur_sigma=2.0, stage1_steps=4, stage2_steps=8)
+    paper = attribute("guided_feature_inversion", model, x, t, **kw)
+    code = attribute("guided_feature_inversion", model, x, t, objective="authors_code", **kw)
+    explicit = attribute("guided_feature_inversion", model, x, t, objective="authors_code", stage1_weight=5.0,
+                         stage2_weight=2, **kw)
+    assert torch.all((code >= 0) & (code <= 1))
+    assert not torch.allclose(paper, code)
+    torch.testing.assert_close(code, explicit)
