@@ -11,6 +11,9 @@ from bam.config import check_seed
 from bam.errors import BamError
 from bam.schema import SPACES
 
+#: Mask resizing for model space (bam.methods._space.MASK_MODES).
+MASK_MODES: tuple[str, ...] = ("bilinear", "nearest")
+
 
 @dataclass(frozen=True)
 class PatchConfig:
@@ -71,8 +74,12 @@ class EvalConfig:
     tcav: TcavConfig = field(default_factory=TcavConfig)
     #: val composites attributed by every method for the report's heatmap gallery (0 = none)
     examples: int = 4
-    #: attribution space (SPEC §5.8): "pixel" ([0, 1] image pixels) or "model" (the network input)
+    #: attribution space (SPEC §5.8): "pixel" ([0, 1] image pixels) or "model" (the network input; the
+    #: controls and the invertible methods stay in pixel space, bam.methods.method_space)
     space: str = "pixel"
+    #: how object masks follow the maps to the network resolution in model space: "bilinear" (the
+    #: original's PIL resize of the 0/1 mask) or "nearest"
+    mask_mode: str = "bilinear"
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -80,6 +87,8 @@ class EvalConfig:
         check_seed(self.selection_seed, "eval config selection_seed")
         if self.space not in SPACES:
             raise BamError(f"space {self.space!r} is invalid; accepted: {', '.join(SPACES)}")
+        if self.mask_mode not in MASK_MODES:
+            raise BamError(f"mask_mode {self.mask_mode!r} is invalid; accepted: {', '.join(MASK_MODES)}")
         if self.batch_size < 1:
             raise BamError(f"batch_size {self.batch_size} must be >= 1")
         if self.examples < 0:
@@ -104,10 +113,6 @@ class EvalConfig:
     def method_image_cap(self, method: str) -> int | None:
         """At most this many images per metric for ``method`` (None = the metric's selection)."""
         return dict(self.method_images).get(method)
-
-    def space_for(self, method: str) -> str:
-        """The attribution space ``method`` runs in (controls and invertible methods: pixel)."""
-        return self.space
 
     def params_for(self, method: str) -> dict[str, Any]:
         """Parameter overrides for ``method`` (may be empty)."""

@@ -59,7 +59,7 @@ def examples(plan: EvalPlan, device: torch.device, previous: Path | None) -> Exa
     n = plan.config.examples
     if n <= 0:
         return None
-    from bam.methods import attribute
+    from bam.methods import attribute, to_space
 
     sub = plan.data.subset("obj", split="val")
     idx = sorted({int(i) for i in np.linspace(0, len(sub) - 1, num=min(n, len(sub))).round()})
@@ -90,7 +90,11 @@ def examples(plan: EvalPlan, device: torch.device, previous: Path | None) -> Exa
             if method.info.stochastic:
                 params.setdefault("seed", plan.seed)
             try:
-                attr = attribute(method.name, entry.model, images, targets[entry.sha256], **params)
+                view = to_space(entry.model, images, masks.to(images.device), method.space, plan.config.mask_mode)
+                attr = attribute(method.name, view.model, view.inputs, targets[entry.sha256], **params)
+                if attr.shape[-2:] != images.shape[-2:]:  # model space: shown on the image's pixel grid
+                    attr = torch.nn.functional.interpolate(attr, size=tuple(images.shape[-2:]), mode="bilinear",
+                                                           align_corners=False)
             except Exception as exc:  # a failing method (a plug-in above all) is left out, never fatal
                 msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 log.warning("examples: %s on the %s model failed: %s", method.name, role, msg)

@@ -128,6 +128,16 @@ class _Chunk:
     def __init__(self, run: _Run, unit: Unit, ids: Sequence[str], patch: PatchSet | None) -> None:
         self.run, self.plan, self.unit, self.ids, self.patch = run, run.plan, unit, list(ids), patch
         self._batch: Batch | None = None
+        self._views: dict[str, Any] = {}
+
+    def view(self, space: str) -> Any:
+        """The chunk as a method in ``space`` sees it (bam.methods.to_space: model, inputs, masks)."""
+        if space not in self._views:
+            from bam.methods import to_space
+
+            x, _y, m = self.load()
+            self._views[space] = to_space(self.unit.model.model, x, m, space, self.plan.config.mask_mode)
+        return self._views[space]
 
     def load(self) -> Batch:
         """Images, labels and masks of the chunk on the device (patched images for iir_patch)."""
@@ -178,7 +188,9 @@ def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any], key: M
     """Run the method on the chunk and return its payload (cached unless the method raised)."""
     from bam.methods import attribute_full
 
-    x, _y, m = chunk.load()
+    x, _y, _m = chunk.load()
+    view = chunk.view(method.space)
+    m = view.masks
     target = torch.tensor(preds["prediction"], dtype=torch.long, device=x.device)
     params = dict(method.params)
     if chunk.plan.config.micro_batch is not None:
@@ -189,11 +201,11 @@ def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any], key: M
         torch.cuda.reset_peak_memory_stats(x.device)
     run = chunk.run
     run.calls += 1
-    model = chunk.unit.model.model
+    model = view.model
     t0 = time.perf_counter()
     try:
         with count_passes(model if method.info.uses_model else None) as count:
-            res = attribute_full(method.name, model, x, target, **params)
+            res = attribute_full(method.name, model, view.inputs, target, **params)
         g = object_attribution(res.attributions, m)
     except Exception as exc:  # a failing method (a plug-in above all) is recorded, never fatal
         msg = _failure(exc)

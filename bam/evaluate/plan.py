@@ -23,7 +23,7 @@ from bam.concepts import list_concept_methods
 from bam.data.protocols import DatasetLike
 from bam.errors import BamError, choices_error
 from bam.evaluate.config import EvalConfig
-from bam.methods import MethodInfo, list_methods, resolve_method, resolve_params
+from bam.methods import MethodInfo, list_methods, method_space, resolve_method, resolve_params
 from bam.metrics import METRICS, MetricInfo, Need, get_metric_info, list_metrics
 from bam.models.checkpoint import ModelCard, check_trained_on
 
@@ -61,6 +61,8 @@ class MethodPlan:
     params: Mapping[str, Any]
     params_hash: str
     kind: str
+    #: "pixel" or "model" (SPEC §5.8)
+    space: str = "pixel"
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,9 @@ def plan_methods(config: EvalConfig, names: Sequence[str]) -> tuple[MethodPlan, 
         params = resolve_params(info, config.params_for(name))
         params.pop("micro_batch", None)
         params.pop("seed", None)
-        plans.append(MethodPlan(name, info, _frozen(params), hash_json([name, params])[:16], method_kind(info)))
+        space = method_space(name, config.space)
+        ident: list[Any] = [name, params] if space == "pixel" else [name, params, space, config.mask_mode]
+        plans.append(MethodPlan(name, info, _frozen(params), hash_json(ident)[:16], method_kind(info), space))
     return tuple(plans)
 
 

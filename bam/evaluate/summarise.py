@@ -113,7 +113,7 @@ def summarise(plan: EvalPlan, records: pd.DataFrame, costs: Sequence[Cost],
         for method in (m for m in plan.methods if m.kind == mp.kind):
             value = fn(records_for(records, method.name, mp.ids_for(method.name)), **dict(mp.params))
             values[(idx, method.name)] = value
-            who = _Scored(method.name, method.params, plan.config.space_for(method.name),
+            who = _Scored(method.name, method.params, method.space,
                           lambda roles, m=method.name: cost_of(costs, m, roles))
             rows.extend({**_row(plan, mp, who, v), "_idx": idx} for v in (*value.curve, value))
     idx = len(plan.metrics)

@@ -119,6 +119,11 @@ def inversion_mask(weights: Tensor, acts: Tensor, size: tuple[int, int]) -> Tens
     return F.interpolate(s, size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
 
 
+def _validate(params: Mapping[str, Any]) -> None:
+    """Check the parameters before any work (see :func:`_check`)."""
+    _check(params)
+
+
 def _check(params: Mapping[str, Any]) -> tuple[str, float, float]:
     """Validate parameters (one-line BamError naming the bad value); return (objective, weight 1, weight 2)."""
     objective = params["objective"]
@@ -231,7 +236,7 @@ def invert(model: torch.nn.Module, inputs: Tensor, target: Tensor, params: Mappi
     name="guided_feature_inversion", title="Guided feature inversion",
     paper="Du, Liu, Song & Hu, Towards Explanation of DNN-based Prediction with Guided Feature Inversion, KDD 2018",
     family="inversion", defaults=_DEFAULTS, requires=("conv_layer",), passes=_passes, expands_batch=True,
-    check=lambda p: _check(p) and None,
+    check=_validate,
     description="A mask from non-negative channel weights of the last conv stage, optimised to preserve the "
                 "representation (stage 1) and the target probability while its complement removes it (stage 2); "
                 "objective paper (gamma 10, delta 1, L1) or authors_code (relative error, L2^2 weights 5, 2)."))
