@@ -129,8 +129,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequenc
     dirs = repeat_dirs(cfg, out)
     for d in dirs:
         tag = "" if len(dirs) == 1 else f" seed {d.seed}"
-        failed = failed or _run_one(cfg, d, stages, (device, progress), lambda line, t=tag: echo(
-            line.replace("] ", f"{t}] ", 1) if t else line))
+        failed = failed or _run_one(cfg, d, stages, (device, progress), _tagged(echo, tag))
     if len(dirs) > 1 and "report" in stages:
         from bam.report.repeats import summarise_repeats
 
@@ -142,6 +141,11 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequenc
     last = dirs[-1].eval if len(dirs) == 1 else out / "summary"
     return RunResult(out=out, results=last / ("results.csv" if len(dirs) == 1 else "stability.csv"),
                      report=last / "report.html", seconds=time.perf_counter() - t0, failed_everywhere=failed)
+
+
+def _tagged(echo: Callable[[str], None], tag: str) -> Callable[[str], None]:
+    """``echo`` that writes ``tag`` into each line's "[stage]" prefix (one repeat of several)."""
+    return lambda line: echo(line.replace("] ", f"{tag}] ", 1) if tag else line)
 
 
 def _run_one(cfg: RunConfig, d: _Dirs, stages: Sequence[str], how: tuple[str, bool],

@@ -26,8 +26,8 @@ def id_width(n: int) -> int:
 def placement_table(recipe: Recipe, n: int, boxes: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per (object, scene, instance), object-major, with split and placement box."""
     objs, scenes = recipe.object_classes, recipe.scene_classes
-    o, s, i = np.meshgrid(np.arange(len(objs)), np.arange(len(scenes)), np.arange(n), indexing="ij")
-    o, s, i = o.ravel(), s.ravel(), i.ravel()
+    grid = np.meshgrid(np.arange(len(objs)), np.arange(len(scenes)), np.arange(n), indexing="ij")
+    o, s, i = (g.ravel() for g in grid)
     width = id_width(n)
     obj_names, scene_names = np.array(objs, dtype=object)[o], np.array(scenes, dtype=object)[s]
     frame = pd.DataFrame({

@@ -41,7 +41,7 @@ def compare_methods(plan: EvalPlan, metrics: Sequence[MetricPlan], values: Mappi
     for idx, mp in enumerate(metrics):
         mine = {m: v for (i, m), v in values.items() if i == idx}
         order = _order(mp, mine)
-        block = []
+        block: list[dict[str, Any]] = []
         for a_pos, a in enumerate(order):
             for b in order[a_pos + 1:]:
                 va, vb = mine[a], mine[b]
@@ -57,7 +57,7 @@ def compare_methods(plan: EvalPlan, metrics: Sequence[MetricPlan], values: Mappi
         for row, adj in zip(block, holm([r["p_value"] for r in block])):
             row["p_adjusted"] = _num(adj)
             row["resolved"] = bool(math.isfinite(adj) and adj < 1 - cfg.confidence)
-        resolved = frozenset(frozenset((r["method_a"], r["method_b"])) for r in block if r["resolved"])
+        resolved = frozenset(frozenset((str(r["method_a"]), str(r["method_b"]))) for r in block if r["resolved"])
         ranked = [m for m in order if math.isfinite(mine[m].value)]
         for m, tag in letters(ranked, _is_resolved(resolved)).items():
             tiers[(idx, m)] = tag

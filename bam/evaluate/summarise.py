@@ -91,6 +91,11 @@ class Summary:
     comparisons: pd.DataFrame
 
 
+def _attribution_cost(costs: Sequence[Cost], method: str) -> Callable[[Sequence[str]], Mapping[str, float | None]]:
+    """A method's cost over the inputs of the given roles."""
+    return lambda roles: cost_of(costs, method, roles)
+
+
 def _concept_cost(run: ConceptRun) -> Callable[[Sequence[str]], Mapping[str, float | None]]:
     """A concept method's cost: target images scored per second over all its models."""
     n = int(run.records["image_id"].nunique()) * len(run.plan.models) if len(run.records) else 0
@@ -113,8 +118,7 @@ def summarise(plan: EvalPlan, records: pd.DataFrame, costs: Sequence[Cost],
         for method in (m for m in plan.methods if m.kind == mp.kind):
             value = fn(records_for(records, method.name, mp.ids_for(method.name)), **dict(mp.params))
             values[(idx, method.name)] = value
-            who = _Scored(method.name, method.params, method.space,
-                          lambda roles, m=method.name: cost_of(costs, m, roles))
+            who = _Scored(method.name, method.params, method.space, _attribution_cost(costs, method.name))
             rows.extend({**_row(plan, mp, who, v), "_idx": idx} for v in (*value.curve, value))
     idx = len(plan.metrics)
     for run in concepts:

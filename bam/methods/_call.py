@@ -143,7 +143,8 @@ def attribute_full(name: str, model: torch.nn.Module | None, inputs: Tensor, tar
     result.attributions = attr.detach()
     finite = torch.isfinite(result.attributions.flatten(1)).all(1)
     result.extras.setdefault("nonfinite", (~finite).to(torch.float32))
-    result.valid = result.valid.to(attr.device) & finite
+    valid = result.valid if result.valid is not None else torch.ones_like(finite)
+    result.valid = valid.to(attr.device) & finite
     return result
 
 
@@ -152,5 +153,6 @@ def attribute(name: str, model: torch.nn.Module | None, inputs: Tensor, target: 
     """Attributions shaped like ``inputs``; rows where the method failed are NaN."""
     res = attribute_full(name, model, inputs, target, **params)
     attr = res.attributions.clone()
+    assert res.valid is not None  # set by attribute_full
     attr[~res.valid] = float("nan")
     return attr

@@ -259,21 +259,21 @@ def deeplift_rules(model: nn.Module, tape: _Tape | None = None) -> Iterator[_Tap
         m.inplace = False
     # Plain nn.ReLU and nn.MaxPool2d modules compute through their rule (their forward is swapped
     # for the duration: no second output, no copy); the other activations get a forward hook.
-    swapped = {m: functools.partial(_relu_forward, tape, m) for m in model.modules()
-               if type(m) is nn.ReLU and "forward" not in vars(m)}
+    swapped: dict[nn.Module, Any] = {m: functools.partial(_relu_forward, tape, m) for m in model.modules()
+                                     if type(m) is nn.ReLU and "forward" not in vars(m)}
     swapped.update({m: functools.partial(_maxpool_forward, tape, m) for m in model.modules()
                     if isinstance(m, nn.MaxPool2d) and "forward" not in vars(m)})
     handles = [m.register_forward_hook(functools.partial(_hook, tape)) for m in model.modules()
                if isinstance(m, ELEMENTWISE) and m not in swapped]
-    for m, fwd in swapped.items():
-        m.forward = fwd
+    for mod, fwd in swapped.items():
+        mod.forward = fwd
     try:
         yield tape
     finally:
         for h in handles:
             h.remove()
-        for m in swapped:
-            del m.forward
+        for mod in swapped:
+            del mod.forward
         for m in inplace:
             m.inplace = True
 

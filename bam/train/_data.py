@@ -86,6 +86,7 @@ class SplitLoader:
     def batches(self, batch_indices: Sequence[Sequence[int]]) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (float images [B,3,H,W] in [0, 1], labels [B]) for each list of indices."""
         if self.images is not None:
+            assert self.labels is not None  # filled with the images
             for idx in batch_indices:
                 t = torch.as_tensor(list(idx), dtype=torch.long)
                 x = self.images[t]
@@ -103,7 +104,8 @@ def train_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int =
     The last incomplete batch is dropped when there is at least one full batch, so every rank runs
     the same number of steps.
     """
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    sampler: DistributedSampler[int] = DistributedSampler(range(n), num_replicas=world, rank=rank,  # type: ignore[arg-type]
+                                                          shuffle=True, seed=seed, drop_last=False)
     sampler.set_epoch(epoch)
     return [list(b) for b in BatchSampler(sampler, batch_size, drop_last=len(sampler) >= batch_size)]
 
