@@ -1,7 +1,7 @@
 """Pairwise method comparisons per metric (paired bootstrap + Holm) and the tiers they imply (SPEC §6).
 
 For every metric and model kind, every pair of methods is compared on the images both used
-(:func:`bam.evaluate._stats.paired_difference`); p-values are Holm-adjusted over the pairs of that
+(:func:`bam.stats.paired_difference`); p-values are Holm-adjusted over the pairs of that
 metric, and a difference is *resolved* when the adjusted p-value is below 1 - confidence. The
 tiers are a compact letter display over the methods sorted best first: methods that share a
 letter are not resolved from each other.
@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from bam.evaluate._bootstrap import row_rng
-from bam.evaluate._stats import holm, letters, paired_difference
+from bam.stats import holm, letters, paired_difference
 from bam.evaluate.plan import EvalPlan, MetricPlan
 from bam.metrics import MetricValue
 from bam.schema import COMPARISON_COLUMNS, SCHEMA_VERSION

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bam.evaluate._stats import kendall_w, mean_pairwise_tau
+from bam.stats import kendall_w, mean_pairwise_tau
 from bam.schema import is_curve_point
 
 #: stability.csv columns: one row per metric.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bam.report.compare import Comparison, compare_frames, compare_results, format_table, summary_line
+from bam.report.compare import Comparison, GateRules, compare_frames, compare_results, format_table, summary_line
 from bam.schema import RESULTS_COLUMNS, SCHEMA_VERSION, read_records, read_results
 
 _LAZY = {"ReportOutput", "build_report", "control_methods"}
@@ -30,6 +30,7 @@ __all__ = [
     "Comparison",
     "ReportOutput",
     "build_report",
+    "GateRules",
     "compare_frames",
     "compare_results",
     "control_methods",

@@ -22,6 +22,7 @@ import pandas as pd
 from bam.errors import BamError
 from bam.outputs import check_output_set
 from bam.schema import KEY_COLUMNS, read_results
+from bam.stats import holm, normal_p
 
 #: Slack for float round-off: a change of exactly the tolerance is not a regression.
 _EPS = 1e-9
@@ -32,8 +33,11 @@ STATUSES: tuple[str, ...] = ("REGRESSION", "MISSING", "IMPROVED", "NEW", "INFO",
 #: Columns of the diff table (``compare.frame``) and of ``--out diff.csv``.
 DIFF_COLUMNS: tuple[str, ...] = (
     "dataset", "model_pair", "method", "metric", "k", "direction", "baseline", "baseline_ci_low",
-    "baseline_ci_high", "new", "delta", "threshold", "status", "fails",
+    "baseline_ci_high", "new", "new_ci_low", "new_ci_high", "delta", "p_value", "p_adjusted", "real", "threshold",
+    "status", "fails",
 )
+#: z of a two-sided 95 % interval: the CI half-width / Z is a row's standard error.
+_Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -99,19 +103,36 @@ def _status(b: _Baseline, new: float, tol: float, use_ci: bool) -> tuple[str, fl
     return ("IMPROVED" if sign * (new - better) > _EPS else "OK"), thr
 
 
-def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float = 0.05, use_ci: bool = False,
-                   allow_missing: bool = False) -> Comparison:
+@dataclass(frozen=True)
+class GateRules:
+    """When a row fails the gate: ``tolerance`` (absolute), measured from the baseline's CI bound
+    (``use_ci``), missing rows allowed (``allow_missing``), only statistically real drops (``require_real``)."""
+
+    tolerance: float = 0.05
+    use_ci: bool = False
+    allow_missing: bool = False
+    require_real: bool = False
+
+
+def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, rules: GateRules | None = None) -> Comparison:
     """Join two validated results frames (see :func:`bam.schema.read_results`) and classify rows.
 
     Statuses: OK (within tolerance), REGRESSION (worse beyond tolerance, or the new value is NaN),
     IMPROVED (better beyond tolerance), NEW (only in ``new``), MISSING (only in ``baseline``),
-    INFO (direction ``none``: reported, never failing).
+    INFO (direction ``none``: reported, never failing). Every joined row also says whether the
+    change is *real*: a two-sided z-test of new - baseline with the standard errors read from the
+    two 95 % bootstrap CIs (independent runs), Holm-adjusted over the rows, real at p < 0.05. With
+    ``require_real`` a drop beyond the tolerance fails only when it is real.
     """
+    rules = rules or GateRules()
+    tolerance, use_ci, allow_missing, require_real = rules.tolerance, rules.use_ci, rules.allow_missing, \
+        rules.require_real
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise BamError(f"tolerance {tolerance!r} is invalid; accepted: a finite number >= 0")
     keys = list(KEY_COLUMNS)
     left = baseline[[*keys, "direction", "value", "ci_low", "ci_high", "manifest_hash"]]
-    right = new[[*keys, "direction", "value", "manifest_hash"]]
+    right = new[[*keys, "direction", "value", "ci_low", "ci_high", "manifest_hash"]].rename(
+        columns={"ci_low": "new_ci_low", "ci_high": "new_ci_high"})
     merged = left.merge(right, on=keys, how="outer", suffixes=("_b", "_n"), indicator=True, sort=False)
     rows = []
     for d in merged.to_dict("records"):
@@ -131,9 +152,19 @@ def compare_frames(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float =
         else:
             status, thr = _status(_Baseline(direction, base, lo, hi), val, tolerance, use_ci)
             fails = status == "REGRESSION"
+        nlo = float(d["new_ci_low"]) if side != "left_only" else math.nan
+        nhi = float(d["new_ci_high"]) if side != "left_only" else math.nan
+        se = math.sqrt(((hi - lo) / (2 * _Z95)) ** 2 + ((nhi - nlo) / (2 * _Z95)) ** 2)
+        p = normal_p(val - base, se) if side == "both" and direction != "none" else math.nan
         rows.append({**{k: d[k] for k in keys}, "direction": direction, "baseline": base, "baseline_ci_low": lo,
-                     "baseline_ci_high": hi, "new": val, "delta": val - base, "threshold": thr,
+                     "baseline_ci_high": hi, "new": val, "new_ci_low": nlo, "new_ci_high": nhi,
+                     "delta": val - base, "p_value": p, "p_adjusted": math.nan, "real": False, "threshold": thr,
                      "status": status, "fails": bool(fails)})
+    for row, adj in zip(rows, holm([r["p_value"] for r in rows])):
+        row["p_adjusted"] = adj
+        row["real"] = bool(math.isfinite(adj) and adj < 0.05)
+        if require_real and row["status"] == "REGRESSION" and math.isfinite(row["new"]) and not row["real"]:
+            row["fails"] = False
     frame = pd.DataFrame(rows, columns=list(DIFF_COLUMNS))
     if len(frame):
         frame["_kn"] = [int(k) if k != "" else -1 for k in frame["k"]]
@@ -163,14 +194,13 @@ def read_checked(path: str | os.PathLike[str], role: str) -> pd.DataFrame:
     return frame
 
 
-def compare_results(baseline: str | os.PathLike[str], new: str | os.PathLike[str], tolerance: float = 0.05,
-                    use_ci: bool = False, allow_missing: bool = False) -> Comparison:
+def compare_results(baseline: str | os.PathLike[str], new: str | os.PathLike[str],
+                    rules: GateRules | None = None) -> Comparison:
     """Read two results.csv files (schema 1 or 2) and compare them; see :func:`compare_frames`.
 
     An empty file (header only) is an error: an empty baseline would pass every gate.
     """
-    return compare_frames(read_checked(baseline, "baseline"), read_checked(new, "new results file"),
-                          tolerance=tolerance, use_ci=use_ci, allow_missing=allow_missing)
+    return compare_frames(read_checked(baseline, "baseline"), read_checked(new, "new results file"), rules)
 
 
 def _fmt(x: float) -> str:

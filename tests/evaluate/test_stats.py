@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bam.evaluate._stats import holm, kendall_tau, kendall_w, letters, mean_pairwise_tau, paired_difference
+from bam.stats import holm, kendall_tau, kendall_w, letters, mean_pairwise_tau, paired_difference
 from bam.metrics._base import mean_statistic
 
 

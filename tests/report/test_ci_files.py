@@ -13,6 +13,7 @@ import yaml
 
 from bam.cli.main import COMMANDS, cli
 from bam.report import compare_results, read_results
+from bam.report.compare import GateRules
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "ci_regression.sh"
@@ -71,5 +72,5 @@ def test_committed_baseline_is_schema_1_and_passes_against_itself() -> None:
     assert set(df["dataset"]) == {"tiny"} and set(df["seed"].astype(str)) == {"0"}
     assert {"mcs", "idr", "iir", "rmcs", "rmcs_curve"} <= set(df["metric"])
     assert {"random", "edge", "center", "gradient", "gradcam"} <= set(df["method"])
-    cmp = compare_results(BASELINE, BASELINE, tolerance=0.0)
+    cmp = compare_results(BASELINE, BASELINE, GateRules(tolerance=0.0))
     assert not cmp.failed and set(cmp.frame["status"]) <= {"OK", "INFO"}

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bam.cli.main import cli
 from bam.errors import BamError
 from bam.report import compare_results, read_results
+from bam.report.compare import GateRules
 from bam.schema import RESULTS_COLUMNS
 
 
@@ -120,9 +121,9 @@ def test_use_ci_measures_from_ci_low(make_results: Callable[..., Path]) -> None:
     code, out, _ = run(base, make_results("n2.csv", values={"gradient": 0.32}), "--tolerance", "0.05", "--use-ci")
     assert code == 1 and "REGRESSION" in line_for(out, "gradient", "mcs")
     # with --use-ci an improvement must clear ci_high + tolerance (0.42 + 0.05)
-    cmp = compare_results(base, make_results("n3.csv", values={"gradient": 0.46}), use_ci=True)
+    cmp = compare_results(base, make_results("n3.csv", values={"gradient": 0.46}), GateRules(use_ci=True))
     assert cmp.frame.query("method == 'gradient' and metric == 'mcs'")["status"].item() == "OK"
-    cmp = compare_results(base, make_results("n3.csv", values={"gradient": 0.46}), use_ci=False)
+    cmp = compare_results(base, make_results("n3.csv", values={"gradient": 0.46}), GateRules(use_ci=False))
     assert cmp.frame.query("method == 'gradient' and metric == 'mcs'")["status"].item() == "IMPROVED"
 
 
@@ -137,14 +138,14 @@ def test_lower_is_better_is_symmetric(make_results: Callable[..., Path]) -> None
         return out
 
     base = make_results("base.csv", rows=rows(0.40))
-    cmp = compare_results(base, make_results("up.csv", rows=rows(0.50)), tolerance=0.05)
+    cmp = compare_results(base, make_results("up.csv", rows=rows(0.50)), GateRules(tolerance=0.05))
     row = cmp.frame.query("method == 'gradient' and metric == 'iir'")
     assert cmp.failed and row["status"].item() == "REGRESSION"
     assert math.isclose(row["threshold"].item(), 0.45)
-    cmp = compare_results(base, make_results("down.csv", rows=rows(0.30)), tolerance=0.05)
+    cmp = compare_results(base, make_results("down.csv", rows=rows(0.30)), GateRules(tolerance=0.05))
     assert not cmp.failed
     assert cmp.frame.query("method == 'gradient' and metric == 'iir'")["status"].item() == "IMPROVED"
-    cmp = compare_results(base, make_results("up2.csv", rows=rows(0.44)), tolerance=0.05)
+    cmp = compare_results(base, make_results("up2.csv", rows=rows(0.44)), GateRules(tolerance=0.05))
     assert not cmp.failed
 
 
@@ -228,3 +229,28 @@ def test_schema_columns_match_the_architecture_doc() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
     block = doc.split("`results.csv` (schema version 2)")[1].split("`method_params`,")[0]
     assert ", ".join(RESULTS_COLUMNS) in " ".join(block.replace("`", "").split())
+
+
+def test_real_changes_use_both_cis_and_holm(make_results: Callable[..., Path]) -> None:
+    """A change is real when it is large against the two CIs' standard errors (z-test, Holm over rows)."""
+    rows = results_rows()
+    base = make_results("base.csv", rows=rows)
+    drop = [dict(r) for r in rows]
+    for r in drop:
+        if r["method"] == "gradcam" and r["metric"] == "mcs":
+            r["value"] = round(float(r["value"]) - 0.2, 6)  # CIs are +-0.02 wide: se ~ 0.0102 each
+            r["ci_low"], r["ci_high"] = round(r["value"] - 0.02, 6), round(r["value"] + 0.02, 6)
+        if r["method"] == "gradient" and r["metric"] == "mcs":
+            r["value"] = round(float(r["value"]) - 0.01, 6)  # within the noise
+            r["ci_low"], r["ci_high"] = round(r["value"] - 0.02, 6), round(r["value"] + 0.02, 6)
+    new = make_results("new.csv", rows=drop)
+    frame = compare_results(base, new, GateRules(tolerance=0.005)).frame.set_index(["method", "metric"])
+    assert bool(frame.loc[("gradcam", "mcs"), "real"]) and not bool(frame.loc[("gradient", "mcs"), "real"])
+    se = 0.04 / (2 * 1.959963984540054)
+    z = 0.2 / math.sqrt(2 * se * se)
+    assert frame.loc[("gradcam", "mcs"), "p_value"] == pytest.approx(math.erfc(z / math.sqrt(2)))
+    # both drops exceed the tolerance; with --require-real only the real one fails the gate
+    assert frame.loc[("gradient", "mcs"), "status"] == "REGRESSION" and bool(frame.loc[("gradient", "mcs"), "fails"])
+    real_only = compare_results(base, new, GateRules(tolerance=0.005, require_real=True)).frame
+    failing = real_only[real_only["fails"]]
+    assert list(zip(failing["method"], failing["metric"])) == [("gradcam", "mcs")]

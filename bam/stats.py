@@ -40,7 +40,7 @@ def _common(ids_a: Sequence[str], ids_b: Sequence[str]) -> tuple[np.ndarray, np.
     return np.asarray(ia, dtype=int), np.asarray(ib, dtype=int)
 
 
-def _normal_p(delta: float, se: float) -> float:
+def normal_p(delta: float, se: float) -> float:
     """Two-sided p-value of ``delta`` under N(0, se²)."""
     if not (math.isfinite(delta) and math.isfinite(se)):
         return math.nan
@@ -74,7 +74,7 @@ def paired_difference(a: tuple[Sequence[str], np.ndarray], b: tuple[Sequence[str
         return PairedDifference(n, float(delta), math.nan, math.nan, math.nan)
     lo, hi = np.quantile(stats, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
     se = float(np.std(stats, ddof=1)) if len(stats) > 1 else math.nan
-    return PairedDifference(n, float(delta), float(lo), float(hi), _normal_p(float(delta), se))
+    return PairedDifference(n, float(delta), float(lo), float(hi), normal_p(float(delta), se))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
