@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from bam.evaluate._bootstrap import row_rng
-from bam.stats import holm, letters, paired_difference
 from bam.evaluate.plan import EvalPlan, MetricPlan
 from bam.metrics import MetricValue
 from bam.schema import COMPARISON_COLUMNS, SCHEMA_VERSION
+from bam.stats import holm, letters, paired_difference
 
 #: The multiple-comparison correction recorded in comparisons.csv.
 CORRECTION = "holm"

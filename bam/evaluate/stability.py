@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bam.stats import kendall_w, mean_pairwise_tau
 from bam.schema import is_curve_point
+from bam.stats import kendall_w, mean_pairwise_tau
 
 #: stability.csv columns: one row per metric.
 STABILITY_COLUMNS: tuple[str, ...] = (

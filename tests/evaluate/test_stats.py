@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from bam.stats import holm, kendall_tau, kendall_w, letters, mean_pairwise_tau, paired_difference
 from bam.metrics._base import mean_statistic
+from bam.stats import holm, kendall_tau, kendall_w, letters, mean_pairwise_tau, paired_difference
 
 
 def _slow_paired(a: dict[str, float], b: dict[str, float], n_boot: int, confidence: float,
