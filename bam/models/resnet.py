@@ -62,7 +62,7 @@ def _build(ctor: Callable[..., tvm.ResNet], weights: tvm.WeightsEnum, num_classe
         if unexpected or any(not k.startswith("fc.") for k in missing):
             raise BamError(f"pretrained weights {weights} do not match the model: missing {missing}, unexpected {unexpected}")
     return InputWrapper(net, net.layer4, image_size=image_size, input_size=input_size,
-                        normalization=normalization, mean=mean, std=std)
+                        normalization=normalization, mean=mean, std=std, bottlenecks=[f"layer{i}" for i in range(1, 5)])
 
 
 @register_model("resnet18", supports_pretrained=True,

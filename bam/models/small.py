@@ -62,4 +62,5 @@ def small_resnet(*, num_classes: int, image_size: int, input_size: int | None = 
     """Small ResNet on [0, 1] pixels; ``gradcam_layer`` = the last stage."""
     net = SmallResNet(num_classes, tuple(widths), tuple(depths), stem_stride)
     return InputWrapper(net, net.stages[-1], image_size=image_size, input_size=input_size,
-                        normalization=normalization, mean=mean, std=std)
+                        normalization=normalization, mean=mean, std=std,
+                        bottlenecks=[f"stages.{i}" for i in range(len(net.stages))])
