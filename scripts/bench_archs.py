@@ -2,7 +2,7 @@
 """Training-step throughput of several archs/configs side by side, interleaved (one thread).
 
 usage: python scripts/bench_archs.py CONFIG [CONFIG ...] [--rounds 5] [--steps 20] [--threads 1]
-       [--image-size 32] [--classes 10]
+       [--image-size 32] [--classes 10] [--channels-last]
 
 Each CONFIG is a train config name or path (``configs/train/<name>.yaml``); its arch, arch_kwargs,
 batch size and optimiser are used. Every round runs ``--steps`` AdamW/SGD steps (forward, backward,
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _setup(name: str, image_size: int, classes: int):  # type: ignore[no-untyped-def]
+def _setup(name: str, image_size: int, classes: int, channels_last: bool):  # type: ignore[no-untyped-def]
     from bam.models import create_model
     from bam.train import load_train_config
     from bam.train.trainer import _optimizer
@@ -30,6 +30,9 @@ def _setup(name: str, image_size: int, classes: int):  # type: ignore[no-untyped
     torch.manual_seed(0)
     model = create_model(cfg.arch, num_classes=classes, image_size=image_size, **dict(cfg.arch_kwargs)).train()
     x = torch.rand(cfg.batch_size, 3, image_size, image_size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (cfg.batch_size,))
     return cfg, model, _optimizer(cfg, model), x, y
 
@@ -55,9 +58,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--channels-last", action="store_true", help="model and batch in channels_last memory format")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    runs = [_setup(n, args.image_size, args.classes) for n in args.configs]
+    runs = [_setup(n, args.image_size, args.classes, args.channels_last) for n in args.configs]
     for _cfg, model, opt, x, y in runs:  # warm-up
         _steps(model, opt, x, y, 3)
     wall: list[list[float]] = [[] for _ in runs]

@@ -21,13 +21,13 @@ from torch import Tensor, nn
 
 
 def residual_branch(in_channels: int, hidden: int, out_channels: int,
-                    kernels: Sequence[int] = (3, 1)) -> nn.Sequential:
+                    kernels: Sequence[int] = (1, 3, 1)) -> nn.Sequential:
     """``conv(k1) -> BN -> ReLU -> ... -> conv(kn) -> BN``: in -> hidden -> ... -> hidden -> out channels.
 
-    The default ``kernels=(3, 1)`` is one 3x3 conv and a 1x1 projection back to ``out_channels``
-    (a ResNet residual path, He et al. 2016, at half the cost of two 3x3 convs). The last BN's
-    scale and shift start at zero (Goyal et al. 2017), so a fresh coupling is the identity; every
-    ReLU is its own out-of-place module (DeepLIFT-safe, SPEC §5).
+    ``kernels=(1, 3, 1)`` is a ResNet bottleneck path (He et al. 2016): 1x1 down to ``hidden``, 3x3,
+    1x1 back. BatchNorms start at the usual scale 1: zero-initialising the last one (Goyal et al.
+    2017, a fresh coupling = the identity) delays learning in these shallow networks (docs/invertible.md).
+    Every ReLU is its own out-of-place module (DeepLIFT-safe, SPEC §5).
     """
     layers: list[nn.Module] = []
     widths = [in_channels] + [hidden] * (len(kernels) - 1) + [out_channels]
@@ -37,16 +37,13 @@ def residual_branch(in_channels: int, hidden: int, out_channels: int,
         layers += [conv, nn.BatchNorm2d(widths[i + 1])]
         if i < len(kernels) - 1:
             layers.append(nn.ReLU(inplace=False))
-    last = layers[-1]
-    assert isinstance(last, nn.BatchNorm2d)
-    nn.init.zeros_(last.weight)
     return nn.Sequential(*layers)
 
 
 class AdditiveCoupling(nn.Module):
     """``(x1, x2) -> (x1 + F(x2), x2 + G(x1 + F(x2)))`` on the two channel halves; exact inverse."""
 
-    def __init__(self, channels: int, hidden: int, kernels: Sequence[int] = (3, 1)) -> None:
+    def __init__(self, channels: int, hidden: int, kernels: Sequence[int] = (1, 3, 1)) -> None:
         super().__init__()
         if channels % 2:
             raise ValueError(f"AdditiveCoupling needs an even channel count, got {channels}")

@@ -109,10 +109,15 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+def _channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Whether model and batches use the channels_last memory format (CUDA; CPU with cpu_channels_last)."""
+    return config.channels_last and (device.type == "cuda" or config.cpu_channels_last)
+
+
 def _prep(x: Tensor, config: TrainConfig, device: torch.device) -> Tensor:
-    """Move a batch to the device (channels_last on CUDA)."""
+    """Move a batch to the device (channels_last when :func:`_channels_last`)."""
     x = x.to(device, non_blocking=True)
-    if config.channels_last and device.type == "cuda":
+    if _channels_last(config, device):
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -205,7 +210,7 @@ def _fit(config: TrainConfig, data: Any, out_dir: Path, role: str, dev: torch.de
         model = create_model(config.arch, num_classes=num_classes, image_size=int(data.image_size),
                              input_size=config.input_size, pretrained=config.pretrained, **dict(config.arch_kwargs))
     model = model.to(dev)
-    if config.channels_last and dev.type == "cuda":
+    if _channels_last(config, dev):
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(config, model)
     start_epoch, best, best_epoch, history, elapsed = 0, -1.0, -1, [], 0.0
@@ -274,14 +279,18 @@ def _fit(config: TrainConfig, data: Any, out_dir: Path, role: str, dev: torch.de
                                  "best_acc": best, "best_epoch": best_epoch, "history": history,
                                  "settings": settings, "elapsed_s": elapsed + time.perf_counter() - started})
         _barrier(world)
-    return _finish(config, data, out_dir, role, model, dev, train_loader, val_loader, num_classes, class_names,
-                   best_epoch, elapsed + time.perf_counter() - started, rank, world)
+    return _finish(config, data, out_dir, role, model, dev, train_loader, num_classes, class_names,
+                   (best_epoch, best), elapsed + time.perf_counter() - started, rank, world)
 
 
 def _finish(config: TrainConfig, data: Any, out_dir: Path, role: str, model: nn.Module, dev: torch.device,
-            train_loader: SplitLoader, val_loader: SplitLoader, num_classes: int, class_names: tuple[str, ...],
-            best_epoch: int, elapsed: float, rank: int, world: int) -> ModelCard:
-    """Reload the selected weights, measure accuracies and probes, write the card (rank 0)."""
+            train_loader: SplitLoader, num_classes: int, class_names: tuple[str, ...],
+            selected: tuple[int, float], elapsed: float, rank: int, world: int) -> ModelCard:
+    """Reload the selected weights, measure train accuracy and probes, write the card (rank 0).
+
+    ``selected`` = (epoch, its val accuracy): the val accuracy of the reloaded weights is that
+    epoch's, already measured on the same weights and images, so it is not measured again.
+    """
     from safetensors.torch import load_file
 
     t0 = time.perf_counter()
@@ -290,8 +299,8 @@ def _finish(config: TrainConfig, data: Any, out_dir: Path, role: str, model: nn.
     n = train_loader.n
     train_idx = sorted(torch.randperm(n, generator=gen)[:config.train_eval_max].tolist()) if n > config.train_eval_max \
         else list(range(n))
-    acc = {"val": accuracy(model, val_loader, list(range(val_loader.n)), config, dev, rank, world),
-           "train": accuracy(model, train_loader, train_idx, config, dev, rank, world)}
+    best_epoch, best_val = selected
+    acc = {"val": best_val, "train": accuracy(model, train_loader, train_idx, config, dev, rank, world)}
     acc.update(_probes(role, data, config, model, dev, rank, world))
     recipe = getattr(data.recipe, "name", "") if getattr(data, "recipe", None) is not None else ""
     card = ModelCard(arch=config.arch, role=role, num_classes=num_classes, image_size=int(data.image_size),

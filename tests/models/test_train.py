@@ -75,6 +75,36 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, fake_data, monkeypatch)
     assert resumed.accuracy == straight.accuracy
 
 
+def test_card_val_is_the_selected_epochs_and_cpu_channels_last(tmp_path: Path, fake_data,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch) -> None:
+    """The card's val accuracy is the selected epoch's (not measured twice), and the same when measured
+    again on the reloaded checkpoint; cpu_channels_last trains on channels_last batches."""
+    import bam.train.trainer as trainer
+
+    formats: list[bool] = []
+    real_prep = trainer._prep
+
+    def prep(x: torch.Tensor, config: TrainConfig, device: torch.device) -> torch.Tensor:
+        out = real_prep(x, config, device)
+        formats.append(out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous())
+        return out
+
+    monkeypatch.setattr(trainer, "_prep", prep)
+    card = fit(TINY.replace(epochs=3, cpu_channels_last=True), fake_data, tmp_path / "m", "obj", device="cpu")
+    assert formats and all(formats)
+    history = torch.load(tmp_path / "m" / "train_state.pt", weights_only=True)["history"]
+    assert card.accuracy["val"] == max(h["val_acc"] for h in history) >= 0.9
+    from bam.train._data import SplitLoader
+
+    model = load(tmp_path / "m")  # contiguous weights, eval mode
+    sub = fake_data.subset("obj", split="val")
+    again = trainer.accuracy(model, SplitLoader(sub), list(range(len(sub))), TINY, torch.device("cpu"))
+    assert again == card.accuracy["val"]
+    formats.clear()
+    fit(TINY.replace(epochs=1), fake_data, tmp_path / "c", "obj", device="cpu")
+    assert formats and not any(formats)  # off by default on CPU
+
+
 def test_resume_with_different_settings_is_an_error(tmp_path: Path, fake_data) -> None:  # type: ignore[no-untyped-def]
     fit(TINY.replace(epochs=1), fake_data, tmp_path / "m", "obj", device="cpu")
     with pytest.raises(BamError, match="already holds a training run; pass --resume"):
