@@ -69,7 +69,7 @@ class IRevNet(nn.Module):
 
     def __init__(self, num_classes: int, image_size: int, input_size: int | None = None, *,
                  blocks: Sequence[int] = (1, 1, 1), hidden: Sequence[int] = (16, 32, 64),
-                 kernels: Sequence[int] = (3, 1), squeeze: str = "haar", normalization: str = "centered",
+                 kernels: Sequence[int] = (1, 3, 1), squeeze: str = "haar", normalization: str = "centered",
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
         blocks, hidden, kernels = [int(b) for b in blocks], [int(h) for h in hidden], [int(k) for k in kernels]

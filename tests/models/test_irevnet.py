@@ -237,7 +237,7 @@ def test_registry_protocol_and_recorded_kwargs() -> None:
     model = create_model("irevnet", num_classes=5, image_size=32)
     assert isinstance(model, IRevNet) and is_invertible(model)
     assert model.normalization["name"] == "centered" and model.input_size == 32
-    assert model.recorded_arch_kwargs == {"blocks": [1, 1, 1], "hidden": [16, 32, 64], "kernels": [3, 1],
+    assert model.recorded_arch_kwargs == {"blocks": [1, 1, 1], "hidden": [16, 32, 64], "kernels": [1, 3, 1],
                                           "squeeze": "haar", "normalization": "centered"}
     assert len(residual_branch(4, 8, 4, (3, 3, 1))) == 8  # 3 convs, 3 BNs, 2 ReLUs
 
@@ -282,7 +282,7 @@ def test_checkpoint_save_load_round_trip(random_model: IRevNet, tmp_path: Path) 
     card = save(random_model, tmp_path / "irevnet-obj",
                 ModelCard(arch="irevnet", role="obj", num_classes=5, image_size=32, arch_kwargs=dict(SMALL)))
     assert card.invertible and card.normalization["name"] == "centered" and card.input_size == 32
-    assert card.arch_kwargs["blocks"] == [1, 2, 1] and card.arch_kwargs["kernels"] == [3, 1]
+    assert card.arch_kwargs["blocks"] == [1, 2, 1] and card.arch_kwargs["kernels"] == [1, 3, 1]
     torch.manual_seed(99)  # a different random init: everything must come from the file
     loaded = load(tmp_path / "irevnet-obj")
     assert isinstance(loaded, IRevNet) and not loaded.training
