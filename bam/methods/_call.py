@@ -106,7 +106,7 @@ def check_model(info: MethodInfo, model: torch.nn.Module | None) -> None:
             raise BamError(f"method {info.name!r} needs a model with a convolutional stage "
                            f"(model.gradcam_layer); {type(model).__name__} has none")
         if cap == "invertible" and not is_invertible(model):
-            raise BamError(f"method {info.name!r} needs an invertible model (arch iresnet: features/inverse/"
+            raise BamError(f"method {info.name!r} needs an invertible model (e.g. arch irevnet: features/inverse/"
                            f"affine_head); {type(model).__name__} is not invertible")
 
 

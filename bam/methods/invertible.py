@@ -2,7 +2,7 @@
 
 Zhuang, Wang, Dvornek, Tatikonda & Duncan, "Decision explanation and feature importance for
 invertible networks" (ICCV workshops 2019). The model is ``logits = A @ flatten(T(x)) + b`` with
-``T`` bijective (:class:`bam.models.protocols.InvertibleClassifier`, e.g. arch ``iresnet``). The
+``T`` bijective (:class:`bam.models.protocols.InvertibleClassifier`, e.g. arch ``irevnet``). The
 decision boundary between classes c and j is the hyperplane ``(a_c - a_j)·z + (b_c - b_j) = 0`` in
 feature space, so the closest boundary point is found in closed form and mapped back to pixels:
 
@@ -19,18 +19,23 @@ the predicted class, the projection still goes to the nearest hyperplane on whic
 another class (``|m_j|``): that point ties c and j* but need not be on the classifier's decision
 boundary (a third class may score higher there).
 
-Records per image (``AttributionResult.extras``): ``boundary_class`` (j*), ``boundary_distance``
-(``||x - x_p||_2`` in pixels, like the boundary methods), ``feature_distance`` (``|m_j*| / ||a_c -
-a_j*||`` in feature space), ``margin`` (``m_j*``), ``logit_gap_after`` (``|f_c(x_p) - f_j*(x_p)|``,
-~0 when the inverse is accurate), ``reconstruction_error`` (``||x - T^{-1}(T(x))|| / ||x||``, NaN
-when not checked); ``invertible_taylor`` adds ``linearization_error`` (``|g(x) - g(x_p) - sum(E)| /
-|g(x)|``). An image is invalid when no boundary exists (all other classes share the head row of c)
-or its reconstruction error exceeds ``max_reconstruction_error``.
+Records per image (``AttributionResult.extras``): ``boundary_class`` (j*), ``projection_distance``
+(``||x - x_p||_2`` in pixels: the distance to the pre-image of the *feature-space* projection, which
+is not the nearest input-space boundary point that BIG/BG record as ``boundary_distance``; the two
+are not comparable), ``feature_distance`` (``|m_j*| / ||a_c - a_j*||`` in feature space), ``margin``
+(``m_j*``), ``logit_gap_after`` (``|f_c(x_p) - f_j*(x_p)|`` through the real forward, ~0 when the
+inverse is accurate), ``reconstruction_error`` (``||x - T^{-1}(T(x))|| / ||x||``, NaN when not
+checked); ``invertible_taylor`` adds ``linearization_error`` (``|g(x) - g(x_p) - sum(E)| / |g(x)|``).
+An image is invalid when no boundary exists (all other classes share the head row of c), its
+reconstruction error exceeds ``max_reconstruction_error``, or the projected point does not tie c
+and j*: ``logit_gap_after > tie_tol * max_k |f_k(x)|`` (default 1e-4 of the logit scale; float32
+rounding of a trained model's projection is ~1e-6 of it, see docs/invertible.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,7 +48,18 @@ from bam.methods._batching import chunks, resolve_micro_batch
 ZHUANG = ("Zhuang, Wang, Dvornek, Tatikonda & Duncan, Decision explanation and feature importance for invertible "
           "networks, ICCV Workshops 2019")
 
-_DEFAULTS: dict[str, Any] = {"check_reconstruction": True, "max_reconstruction_error": 1e-3}
+_DEFAULTS: dict[str, Any] = {"check_reconstruction": True, "max_reconstruction_error": 1e-3, "tie_tol": 1e-4}
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The resolved parameters shared by both methods."""
+
+    taylor: bool
+    check_reconstruction: bool
+    max_reconstruction_error: float
+    tie_tol: float
+    micro_batch: int
 
 
 def _passes(extra: int) -> Any:
@@ -63,7 +79,7 @@ def _check(model: torch.nn.Module | None, inputs: Tensor, target: Tensor) -> Non
 
     if not is_invertible(model):
         raise BamError(f"invertible methods need an invertible model (features/inverse/affine_head, e.g. arch "
-                       f"iresnet); {type(model).__name__} is not invertible")
+                       f"irevnet or iresnet); {type(model).__name__} is not invertible")
     if target.shape != (inputs.shape[0],):
         raise BamError(f"target of shape {tuple(target.shape)} is invalid; accepted: one class per image "
                        f"({inputs.shape[0]})")
@@ -105,30 +121,36 @@ def _project(model: Any, x: Tensor, target: Tensor, check_reconstruction: bool) 
             xp = model.inverse(zp)
             rec = torch.full((x.shape[0],), float("nan"), dtype=x.dtype, device=x.device)
     return {"x_p": xp.detach(), "j": j, "margin": mj.squeeze(1), "has_boundary": has_boundary,
-            "feature_distance": dist.gather(1, j.view(-1, 1)).squeeze(1), "reconstruction_error": rec}
+            "feature_distance": dist.gather(1, j.view(-1, 1)).squeeze(1), "reconstruction_error": rec,
+            "logit_scale": logits.abs().amax(1)}
+
+
+def _positive(params: Mapping[str, Any], key: str, what: str) -> None:
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise BamError(f"{key} {value!r} is invalid; accepted: {what}")
 
 
 def _check_params(params: Mapping[str, Any]) -> None:
-    """max_reconstruction_error is a positive number."""
-    tol = params["max_reconstruction_error"]
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise BamError(f"max_reconstruction_error {tol!r} is invalid; accepted: a positive number")
+    """max_reconstruction_error and tie_tol are positive numbers."""
+    _positive(params, "max_reconstruction_error", "a positive number")
+    _positive(params, "tie_tol", "a positive number (largest logit gap at x_p, relative to max |logit| at x)")
 
 
-def _run(model: Any, inputs: Tensor, target: Tensor, taylor: bool, check_reconstruction: bool,
-         max_reconstruction_error: float, micro_batch: int) -> AttributionResult:
+def _run(model: Any, inputs: Tensor, target: Tensor, cfg: _Settings) -> AttributionResult:
     """Shared body of both methods, micro-batched over images (rows are independent)."""
     _check(model, inputs, target)
-    _check_params({"max_reconstruction_error": max_reconstruction_error})
+    _check_params({"max_reconstruction_error": cfg.max_reconstruction_error, "tie_tol": cfg.tie_tol})
+    taylor = cfg.taylor
     n = inputs.shape[0]
     attr = torch.empty_like(inputs)
-    names = ["boundary_class", "boundary_distance", "feature_distance", "margin", "logit_gap_after",
+    names = ["boundary_class", "projection_distance", "feature_distance", "margin", "logit_gap_after",
              "reconstruction_error"] + (["linearization_error"] if taylor else [])
     extras = {k: torch.empty(n, dtype=torch.float32, device=inputs.device) for k in names}
     valid = torch.empty(n, dtype=torch.bool, device=inputs.device)
-    for sl in chunks(n, resolve_micro_batch(model, inputs, micro_batch)):
+    for sl in chunks(n, resolve_micro_batch(model, inputs, cfg.micro_batch)):
         x, c = inputs[sl].detach(), target[sl]
-        p = _project(model, x, c, check_reconstruction)
+        p = _project(model, x, c, cfg.check_reconstruction)
         xp, j = p["x_p"], p["j"]
         with torch.set_grad_enabled(taylor):
             xq = xp.clone().requires_grad_(taylor)
@@ -146,14 +168,14 @@ def _run(model: Any, inputs: Tensor, target: Tensor, taylor: bool, check_reconst
             e = diff
         attr[sl] = e.detach()
         extras["boundary_class"][sl] = j.float()
-        extras["boundary_distance"][sl] = diff.flatten(1).norm(dim=1).float()
+        extras["projection_distance"][sl] = diff.flatten(1).norm(dim=1).float()
         extras["feature_distance"][sl] = p["feature_distance"].float()
         extras["margin"][sl] = p["margin"].float()
         extras["logit_gap_after"][sl] = g.detach().abs().float()
         extras["reconstruction_error"][sl] = p["reconstruction_error"].float()
-        ok = p["has_boundary"].clone()
-        if check_reconstruction:
-            ok &= p["reconstruction_error"] <= float(max_reconstruction_error)
+        ok = p["has_boundary"] & (g.detach().abs() <= float(cfg.tie_tol) * p["logit_scale"])
+        if cfg.check_reconstruction:
+            ok &= p["reconstruction_error"] <= float(cfg.max_reconstruction_error)
         valid[sl] = ok
     return AttributionResult(attr, extras=extras, valid=valid)
 
@@ -165,10 +187,11 @@ def _run(model: Any, inputs: Tensor, target: Tensor, taylor: bool, check_reconst
 ))
 def invertible_projection(model: torch.nn.Module, inputs: Tensor, target: Tensor, *,
                           check_reconstruction: bool = True, max_reconstruction_error: float = 1e-3,
-                          micro_batch: int = 0) -> AttributionResult:
+                          tie_tol: float = 1e-4, micro_batch: int = 0) -> AttributionResult:
     """``E = x - T^{-1}(z_p)``, ``z_p`` the closest point of ``T(x)`` on the nearest c/j* boundary
     (Zhuang et al. 2019, any number of classes)."""
-    return _run(model, inputs, target, False, check_reconstruction, max_reconstruction_error, micro_batch)
+    return _run(model, inputs, target, _Settings(False, check_reconstruction, max_reconstruction_error, tie_tol,
+                                                 micro_batch))
 
 
 @register_method(MethodInfo(
@@ -178,6 +201,7 @@ def invertible_projection(model: torch.nn.Module, inputs: Tensor, target: Tensor
 ))
 def invertible_taylor(model: torch.nn.Module, inputs: Tensor, target: Tensor, *,
                       check_reconstruction: bool = True, max_reconstruction_error: float = 1e-3,
-                      micro_batch: int = 0) -> AttributionResult:
+                      tie_tol: float = 1e-4, micro_batch: int = 0) -> AttributionResult:
     """``E = ∇(f_c - f_j*)(x_p) ⊙ (x - x_p)`` (Zhuang et al. 2019, feature importance)."""
-    return _run(model, inputs, target, True, check_reconstruction, max_reconstruction_error, micro_batch)
+    return _run(model, inputs, target, _Settings(True, check_reconstruction, max_reconstruction_error, tie_tol,
+                                                 micro_batch))

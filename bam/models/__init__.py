@@ -10,6 +10,7 @@ Built-in archs register on import: ``small_resnet`` (synthetic default), ``resne
 from __future__ import annotations
 
 import bam.models.iresnet
+import bam.models.irevnet
 import bam.models.resnet
 import bam.models.small  # noqa: F401  (registers "small_resnet")
 from bam.models._registry import MODELS, ArchInfo, arch_info, create_model, list_models, register_model

@@ -51,12 +51,14 @@ class InputWrapper(nn.Module):
 
     The state dict of the wrapped net is kept under ``net.`` and mean/std are non-persistent buffers
     (they live in the model card), so ``net`` stays layout-compatible with its source (torchvision).
-    ``gradcam_layer`` is the net's last convolutional stage.
+    ``gradcam_layer`` is the net's last convolutional stage; ``bottlenecks`` names (dotted paths in
+    ``net``) its residual stages.
     """
 
     def __init__(self, net: nn.Module, gradcam_layer: nn.Module, image_size: int,
                  input_size: int | None = None, normalization: str | None = "none",
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 bottlenecks: Sequence[str] = ()) -> None:
         super().__init__()
         m, s = resolve_normalization(normalization, mean, std)
         self.net = net
@@ -67,11 +69,19 @@ class InputWrapper(nn.Module):
         self.register_buffer("std", torch.tensor(s).view(1, 3, 1, 1), persistent=False)
         # Stored in a list so it is not registered twice in the module tree (it is part of ``net``).
         self._gradcam = [gradcam_layer]
+        self._bottleneck_names = tuple(bottlenecks)
 
     @property
     def gradcam_layer(self) -> nn.Module:
         """The module whose output is the last convolutional stage [N, C, h, w]."""
         return self._gradcam[0]
+
+    @property
+    def bottlenecks(self) -> dict[str, nn.Module]:
+        """``block_layer1``, ``block_layer2``, ... -> the module of ``net`` whose output is that residual
+        stage's output, in order (the original BAM's names; for TCAV). Looked up in the module tree on
+        every access, so it follows module replacements and adds nothing to the state dict."""
+        return {f"block_layer{i + 1}": self.net.get_submodule(n) for i, n in enumerate(self._bottleneck_names)}
 
     def preprocess(self, x: Tensor) -> Tensor:
         """Pixels in [0, 1] at any size -> the normalised network input at ``input_size``."""

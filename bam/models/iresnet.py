@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bam.errors import BamError, choices_error
+from bam.models._affine_head import pooled_affine_head
 from bam.models._iresnet_blocks import ACTIVATIONS, SQUEEZES, ActNorm2d, InvertibleBlock, squeeze, unsqueeze
 from bam.models._registry import register_model
 from bam.models._wrap import resolve_normalization
@@ -107,6 +108,11 @@ class IResNet(nn.Module):
         """The last invertible block (output: the last conv stage [N, C, h, w], i.e. ``z``)."""
         return self.stages[-1].blocks[-1]
 
+    @property
+    def bottlenecks(self) -> dict[str, nn.Module]:
+        """Stage name -> the module whose output is that stage's output (``block_layer1``, ...; TCAV)."""
+        return {f"block_layer{i + 1}": st for i, st in enumerate(self.stages)}
+
     def _check_input(self, x: Tensor) -> None:
         want = (3, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != want:
@@ -149,15 +155,7 @@ class IResNet(nn.Module):
         BatchNorm (eval) is ``z * s + t`` per channel with ``s = gamma / sqrt(var + eps)``,
         ``t = beta - mean * s``; average pooling spreads each channel weight over its h*w positions.
         """
-        bn = self.head_norm
-        with torch.no_grad():
-            s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            t = bn.bias - bn.running_mean * s
-            c, hh, ww = self.feature_shape
-            w = self.fc.weight * s  # [K, C]
-            a = (w / (hh * ww)).unsqueeze(-1).expand(-1, c, hh * ww).reshape(self.num_classes, c * hh * ww)
-            b = self.fc.weight @ t + self.fc.bias
-        return a.contiguous(), b
+        return pooled_affine_head(self.head_norm, self.fc, self.feature_shape)
 
     def lipschitz_bounds(self, n_iter: int = 200) -> list[float]:
         """Per block, an upper bound on ``Lip(g)`` from fresh power iterations (must all be < 1)."""

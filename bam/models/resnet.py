@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision.models as tvm
@@ -42,27 +43,29 @@ def _cached_weights(weights: tvm.WeightsEnum, hub_dir: Path | None) -> dict[str,
     if not path.is_file():
         raise BamError(
             f"pretrained weights {path.name} not found in {path.parent}; bam never downloads. Fetch them once "
-            f"on a machine with internet (e.g. python -c \"import torchvision; torchvision.models.get_weight('{weights}')"
-            f".get_state_dict(progress=True)\") and copy the file there, or train without --pretrained")
+            f"on a machine with internet (e.g. python -c \"import torchvision; "
+            f"torchvision.models.get_weight('{weights}').get_state_dict(progress=True)\") "
+            "and copy the file there, or train without --pretrained")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _build(ctor: Callable[..., tvm.ResNet], weights: tvm.WeightsEnum, num_classes: int, image_size: int,
-           input_size: int | None, pretrained: bool, normalization: str, mean: Sequence[float] | None,
-           std: Sequence[float] | None, hub_dir: Path | None) -> InputWrapper:
+def _build(ctor: Callable[..., tvm.ResNet], weights: tvm.WeightsEnum, *, num_classes: int, image_size: int,
+           pretrained: bool, hub_dir: Path | None, **wrap: Any) -> InputWrapper:
+    """The DeepLIFT-safe ResNet (ImageNet weights when ``pretrained``) in an :class:`InputWrapper`;
+    ``wrap`` = input_size, normalization, mean, std."""
     net = make_deeplift_safe(ctor(num_classes=num_classes))
     if pretrained:
-        if normalization != "imagenet" or mean is not None or std is not None:
-            raise BamError(f"normalization {normalization!r} with --pretrained; accepted: imagenet "
+        if wrap["normalization"] != "imagenet" or wrap["mean"] is not None or wrap["std"] is not None:
+            raise BamError(f"normalization {wrap['normalization']!r} with --pretrained; accepted: imagenet "
                            "(ImageNet weights expect ImageNet mean/std)")
         state = _cached_weights(weights, hub_dir)
         if num_classes != state["fc.weight"].shape[0]:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("fc.") for k in missing):
-            raise BamError(f"pretrained weights {weights} do not match the model: missing {missing}, unexpected {unexpected}")
-    return InputWrapper(net, net.layer4, image_size=image_size, input_size=input_size,
-                        normalization=normalization, mean=mean, std=std)
+            raise BamError(f"pretrained weights {weights} do not match the model: missing {missing}, "
+                           f"unexpected {unexpected}")
+    return InputWrapper(net, net.layer4, image_size=image_size, bottlenecks=[f"layer{i}" for i in range(1, 5)], **wrap)
 
 
 @register_model("resnet18", supports_pretrained=True,
@@ -71,8 +74,9 @@ def resnet18(*, num_classes: int, image_size: int, input_size: int | None = None
              normalization: str = "imagenet", mean: Sequence[float] | None = None,
              std: Sequence[float] | None = None, hub_dir: Path | None = None) -> InputWrapper:
     """ResNet-18 on [0, 1] pixels; ``gradcam_layer`` = ``layer4``."""
-    return _build(tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, num_classes, image_size, input_size,
-                  pretrained, normalization, mean, std, hub_dir)
+    return _build(tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, num_classes=num_classes, image_size=image_size,
+                  pretrained=pretrained, hub_dir=hub_dir, input_size=input_size, normalization=normalization,
+                  mean=mean, std=std)
 
 
 @register_model("resnet50", supports_pretrained=True,
@@ -81,5 +85,6 @@ def resnet50(*, num_classes: int, image_size: int, input_size: int | None = None
              normalization: str = "imagenet", mean: Sequence[float] | None = None,
              std: Sequence[float] | None = None, hub_dir: Path | None = None) -> InputWrapper:
     """ResNet-50 on [0, 1] pixels; ``gradcam_layer`` = ``layer4``."""
-    return _build(tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V2, num_classes, image_size, input_size,
-                  pretrained, normalization, mean, std, hub_dir)
+    return _build(tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V2, num_classes=num_classes, image_size=image_size,
+                  pretrained=pretrained, hub_dir=hub_dir, input_size=input_size, normalization=normalization,
+                  mean=mean, std=std)

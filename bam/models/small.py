@@ -22,7 +22,7 @@ class SmallResNet(nn.Module):
     """Stem + stages of basic blocks + GAP + linear (He et al., CVPR 2016, scaled down)."""
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128), depths: Sequence[int] = (1, 1, 1),
-                 stem_stride: int = 2) -> None:
+                 stem_stride: int = 2, zero_init_residual: bool = True) -> None:
         super().__init__()
         if len(widths) != len(depths) or not widths or min(widths) < 1 or min(depths) < 1:
             raise BamError(f"small_resnet widths {list(widths)} / depths {list(depths)} are invalid; "
@@ -46,7 +46,7 @@ class SmallResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         for m in self.modules():  # zero-init the last BN of each residual branch (Goyal et al., 2017)
-            if isinstance(m, SafeBasicBlock):
+            if zero_init_residual and isinstance(m, SafeBasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -57,9 +57,11 @@ class SmallResNet(nn.Module):
 @register_model("small_resnet", description="small DeepLIFT-safe ResNet for the synthetic default (CPU)")
 def small_resnet(*, num_classes: int, image_size: int, input_size: int | None = None,
                  widths: Sequence[int] = (32, 64, 128), depths: Sequence[int] = (1, 1, 1), stem_stride: int = 2,
-                 normalization: str = "centered", mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> InputWrapper:
-    """Small ResNet on [0, 1] pixels; ``gradcam_layer`` = the last stage."""
-    net = SmallResNet(num_classes, tuple(widths), tuple(depths), stem_stride)
+                 zero_init_residual: bool = True, normalization: str = "centered",
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> InputWrapper:
+    """Small ResNet on [0, 1] pixels; ``gradcam_layer`` = the last stage. ``zero_init_residual``: start
+    each block's last BN at zero (Goyal et al. 2017; with one block per stage it delays learning)."""
+    net = SmallResNet(num_classes, tuple(widths), tuple(depths), stem_stride, bool(zero_init_residual))
     return InputWrapper(net, net.stages[-1], image_size=image_size, input_size=input_size,
-                        normalization=normalization, mean=mean, std=std)
+                        normalization=normalization, mean=mean, std=std,
+                        bottlenecks=[f"stages.{i}" for i in range(len(net.stages))])

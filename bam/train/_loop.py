@@ -69,10 +69,15 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
     return contextlib.nullcontext()
 
 
+def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Whether model and batches use the channels_last memory format (CUDA; CPU with cpu_channels_last)."""
+    return config.channels_last and (device.type == "cuda" or config.cpu_channels_last)
+
+
 def prep(x: Tensor, run: TrainRun) -> Tensor:
-    """Move a batch to the device (channels_last on CUDA)."""
+    """Move a batch to the device (channels_last when :func:`uses_channels_last`)."""
     x = x.to(run.device, non_blocking=True)
-    if run.config.channels_last and run.device.type == "cuda":
+    if uses_channels_last(run.config, run.device):
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -155,8 +160,12 @@ def train_epoch(run: TrainRun, net: Net, epoch: int, batches: list[list[int]],
     return rec
 
 
-def finish(run: TrainRun, net: Net, best_epoch: int, elapsed: float) -> ModelCard:
-    """Reload the selected weights, measure accuracies and probes, write the card (rank 0)."""
+def finish(run: TrainRun, net: Net, selected: tuple[int, float], elapsed: float) -> ModelCard:
+    """Reload the selected weights, measure train accuracy and probes, write the card (rank 0).
+
+    ``selected`` = (epoch, its val accuracy): the val accuracy of the reloaded weights is that
+    epoch's, already measured on the same weights and images, so it is not measured again.
+    """
     from safetensors.torch import load_file
 
     cfg, out_dir = run.config, run.out_dir
@@ -166,8 +175,8 @@ def finish(run: TrainRun, net: Net, best_epoch: int, elapsed: float) -> ModelCar
     n = net.train.n
     train_idx = (sorted(torch.randperm(n, generator=gen)[:cfg.train_eval_max].tolist()) if n > cfg.train_eval_max
                  else list(range(n)))
-    acc = {"val": accuracy(net.model, net.val, list(range(net.val.n)), run),
-           "train": accuracy(net.model, net.train, train_idx, run)}
+    best_epoch, best_val = selected
+    acc = {"val": best_val, "train": accuracy(net.model, net.train, train_idx, run)}
     acc.update(probes(run, net.model))
     data = run.data
     kind = "object" if run.role == "obj" else "scene"

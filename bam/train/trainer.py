@@ -29,7 +29,7 @@ from bam.models._registry import create_model
 from bam.models.checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelCard, read_card, save_weights
 from bam.roles import check_role
 from bam.train._data import SplitLoader, open_role_subset, train_batches
-from bam.train._loop import Net, TrainRun, finish, train_epoch
+from bam.train._loop import Net, TrainRun, finish, train_epoch, uses_channels_last
 from bam.train._state import check_environment, check_resumable, check_weights, save_state
 from bam.train.config import TrainConfig
 
@@ -124,7 +124,7 @@ def _build(run: TrainRun) -> Net:
         model = create_model(cfg.arch, num_classes=int(train_sub.num_classes), image_size=int(data.image_size),
                              input_size=cfg.input_size, pretrained=cfg.pretrained, **dict(cfg.arch_kwargs))
     model = model.to(run.device)
-    if cfg.channels_last and run.device.type == "cuda":
+    if uses_channels_last(cfg, run.device):
         model = model.to(memory_format=torch.channels_last)
     forward = nn.parallel.DistributedDataParallel(
         model, device_ids=[run.device.index] if run.device.type == "cuda" else None) if run.dist.active else model
@@ -169,7 +169,7 @@ def _fit(run: TrainRun, state: dict[str, Any] | None, settings: dict[str, Any]) 
                                  "settings": settings, "environment": environment(),
                                  "elapsed_s": elapsed + time.perf_counter() - started, "weights_sha256": weights_sha})
         barrier(world)
-    return finish(run, net, best_epoch, elapsed + time.perf_counter() - started)
+    return finish(run, net, (best_epoch, best), elapsed + time.perf_counter() - started)
 
 
 def _epoch_batches(run: TrainRun, net: Net, epoch: int) -> list[list[int]]:

@@ -1,5 +1,5 @@
 """invertible_projection / invertible_taylor (Zhuang et al. 2019; SPEC §5.6): known answers on an
-invertible *linear* model, where every quantity has a closed form, plus an i-ResNet smoke path."""
+invertible *linear* model, where every quantity has a closed form, plus i-RevNet and i-ResNet paths."""
 
 from __future__ import annotations
 
@@ -85,6 +85,9 @@ def test_two_classes_projection_is_exact_and_ties() -> None:
     assert bool(res.valid.all())
     assert float(res.extras["reconstruction_error"].max()) < 1e-5
     torch.testing.assert_close(res.extras["margin"], m.squeeze(1), atol=1e-5, rtol=1e-5)
+    # ||x - x_p||: the pre-image of the feature-space projection (not BIG/BG's boundary_distance)
+    assert "boundary_distance" not in res.extras
+    torch.testing.assert_close(res.extras["projection_distance"], res.attributions.flatten(1).norm(dim=1))
 
 
 def test_multiclass_nearest_boundary_matches_reference() -> None:
@@ -161,6 +164,32 @@ def test_failed_reconstruction_marks_rows_invalid() -> None:
     assert bool(skipped.valid.all()) and bool(torch.isnan(skipped.extras["reconstruction_error"]).all())
 
 
+class BrokenInverse(LinearInvertible):
+    """A linear model whose inverse is off by a fixed offset: x_p does not tie c and j*."""
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return super().inverse(z) + 0.05
+
+
+def test_projection_that_does_not_tie_is_invalid() -> None:
+    model = BrokenInverse(classes=4, seed=16).eval()
+    x = _inputs(n=6, seed=17)
+    c = model(x).argmax(1)
+    res = attribute_full("invertible_projection", model, x, c, check_reconstruction=False)
+    scale = model(x).abs().amax(1)
+    gap = res.extras["logit_gap_after"]
+    assert bool((gap > 1e-4 * scale).all()) and not bool(res.valid.any())
+    loose = attribute_full("invertible_projection", model, x, c, check_reconstruction=False, tie_tol=1e3)
+    assert bool(loose.valid.all())
+    # the honest linear model ties to float32 precision: valid at the default tolerance
+    honest = LinearInvertible(classes=4, seed=16).eval()
+    ok = attribute_full("invertible_taylor", honest, x, c)
+    assert bool(ok.valid.all())
+    assert float((ok.extras["logit_gap_after"] / scale).max()) < 1e-5
+    with pytest.raises(BamError, match="tie_tol"):
+        attribute("invertible_projection", honest, x, c, tie_tol=0)
+
+
 def test_no_boundary_when_head_rows_coincide() -> None:
     model = LinearInvertible(classes=2, seed=13).eval()
     model.a[1] = model.a[0]
@@ -189,21 +218,35 @@ def test_method_info() -> None:
         assert info.passes(dict(info.defaults)) >= 3
 
 
-def test_iresnet_projection_ties_and_is_batch_invariant() -> None:
-    from bam.models.iresnet import IResNet
+def _invertible_model(arch: str) -> nn.Module:
+    """A small model of ``arch`` with moved BatchNorm statistics and (irevnet) non-zero coupling branches."""
+    from bam.models import create_model
 
     torch.manual_seed(0)
-    model = IResNet(num_classes=5, image_size=16, blocks=(1, 1), hidden=(8, 16))
-    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(15))
+    kwargs = {"blocks": (1, 1), "hidden": (8, 16)}
+    model = create_model(arch, num_classes=5, image_size=16, **kwargs)
+    if arch == "irevnet":
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.uniform_(0.2, 0.6)  # the last BN of each branch starts at zero
     model.train()
-    model(x)  # data-initialise ActNorm and move BatchNorm statistics
-    model.eval()
+    model(torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(14)))  # BatchNorm statistics, ActNorm
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["irevnet", "iresnet"])
+def test_network_projection_ties_and_is_batch_invariant(arch: str) -> None:
+    model = _invertible_model(arch)
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(15))
     c = model(x).argmax(1)
+    with torch.no_grad():
+        scale = model(x).abs().amax(1)
     for name in ("invertible_projection", "invertible_taylor"):
         res = attribute_full(name, model, x, c)
         assert bool(res.valid.all())
-        assert float(res.extras["reconstruction_error"].max()) < 1e-4
-        assert float(res.extras["logit_gap_after"].max()) < 1e-4
+        assert float(res.extras["reconstruction_error"].max()) < (1e-5 if arch == "irevnet" else 1e-4)
+        assert float((res.extras["logit_gap_after"] / scale).max()) < 1e-4
         one = torch.cat([attribute(name, model, x[i:i + 1], c[i:i + 1]) for i in range(4)])
         torch.testing.assert_close(one, res.attributions, atol=1e-5, rtol=1e-4)
     tay = attribute_full("invertible_taylor", model, x, c)

@@ -54,17 +54,45 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen), torch.tensor([0, 1, 2])
 
 
+def _invertible_archs() -> list[str]:
+    """Registered archs whose factory declares the protocol's ``is_invertible`` flag (iresnet, irevnet, ...);
+    :func:`test_invertible_archs_are_discovered` checks this against the built models."""
+    return [a for a in models.list_models() if getattr(models.MODELS.get(a), "is_invertible", False)]
+
+
 def _arch_for(name: str) -> tuple[str, str | None]:
-    """(arch to run on, arch the method must refuse or None)."""
+    """(default arch to run on, arch the method must refuse or None)."""
     if "invertible" in get_info(name).requires:
-        return "iresnet", "small_resnet"
+        return "irevnet", "small_resnet"
     return "small_resnet", None
 
 
-@pytest.mark.parametrize("name", _shipped())
-def test_method_contract(name: str) -> None:
+def _cases() -> list[tuple[str, str]]:
+    """(method, arch): invertible methods on every invertible arch, the CAM family on irevnet too."""
+    out: list[tuple[str, str]] = []
+    for name in _shipped():
+        requires = get_info(name).requires
+        if "invertible" in requires:
+            out += [(name, arch) for arch in _invertible_archs()]
+        else:
+            out.append((name, "small_resnet"))
+            if "conv_layer" in requires:
+                out.append((name, "irevnet"))
+    return out
+
+
+def test_invertible_archs_are_discovered() -> None:
+    from bam.models.protocols import is_invertible
+
+    found = _invertible_archs()
+    assert {"iresnet", "irevnet"} <= set(found)
+    for arch in models.list_models():
+        assert is_invertible(_model(arch)) == (arch in found), arch
+
+
+@pytest.mark.parametrize("name, arch", _cases())
+def test_method_contract(name: str, arch: str) -> None:
     info = get_info(name)
-    arch, _ = _arch_for(name)
     model = _model(arch)
     x, t = _batch()
     params = _fast_params(name)

@@ -75,6 +75,39 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, fake_data, monkeypatch)
     assert resumed.accuracy == straight.accuracy
 
 
+def test_card_val_is_the_selected_epochs_and_cpu_channels_last(tmp_path: Path, fake_data,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch) -> None:
+    """The card's val accuracy is the selected epoch's (not measured twice), and the same when measured
+    again on the reloaded checkpoint; cpu_channels_last trains on channels_last batches."""
+    import bam.train._loop as loop
+
+    formats: list[bool] = []
+    real_prep = loop.prep
+
+    def prep(x: torch.Tensor, run: loop.TrainRun) -> torch.Tensor:
+        out = real_prep(x, run)
+        formats.append(out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous())
+        return out
+
+    monkeypatch.setattr(loop, "prep", prep)
+    card = fit(TINY.replace(epochs=3, cpu_channels_last=True), fake_data, tmp_path / "m", "obj", device="cpu")
+    assert formats and all(formats)
+    history = torch.load(tmp_path / "m" / "train_state.pt", weights_only=True)["history"]
+    assert card.accuracy["val"] == max(h["val_acc"] for h in history) >= 0.9
+    from bam.train._data import SplitLoader, eval_batches
+
+    model = load(tmp_path / "m")  # contiguous weights, eval mode
+    sub = fake_data.subset("obj", split="val")
+    correct = 0
+    with torch.no_grad():
+        for x, y in SplitLoader(sub).batches(eval_batches(list(range(len(sub))), TINY.eval_batch_size)):
+            correct += int((model(x).argmax(1) == y).sum())
+    assert correct / len(sub) == card.accuracy["val"]
+    formats.clear()
+    fit(TINY.replace(epochs=1), fake_data, tmp_path / "c", "obj", device="cpu")
+    assert formats and not any(formats)  # off by default on CPU
+
+
 def test_resume_with_different_settings_is_an_error(tmp_path: Path, fake_data) -> None:  # type: ignore[no-untyped-def]
     fit(TINY.replace(epochs=1), fake_data, tmp_path / "m", "obj", device="cpu")
     with pytest.raises(BamError, match=r"setting 'lr' differs \(checkpoint 0.05, now 0.01\)"):
