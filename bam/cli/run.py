@@ -12,7 +12,7 @@ from bam.pipeline import STAGES
 
 @click.command("run")
 @click.option("--config", "config_name", default="synthetic", show_default=True,
-              help="Run config: a built-in name (synthetic, synthetic_invertible, ...) or a path to a .yaml file.")
+              help="Run config: a built-in name (synthetic, synthetic_iresnet, ...) or a path to a .yaml file.")
 @click.option("--out", "out_dir", default=Path("runs/demo"), show_default=True,
               type=click.Path(path_type=Path, file_okay=False),
               help="Output root: data/, models/<role>/, eval/ (results.csv, report.html).")

@@ -41,7 +41,7 @@ OUTPUT_FILES = ("results.csv", "comparisons.csv", "records.csv", "config.yaml", 
 SkipWording = Callable[[Skip], str]
 
 #: The arch `bam train` is told to use for a missing invertible model.
-INVERTIBLE_ARCH = "iresnet"
+INVERTIBLE_ARCH = "irevnet"
 
 
 @dataclass(frozen=True)
