@@ -11,6 +11,8 @@ residual out of place.
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 
@@ -37,7 +39,9 @@ class SafeBasicBlock(nn.Module):
     @classmethod
     def from_torchvision(cls, block: nn.Module) -> SafeBasicBlock:
         """Take over the parameter modules of a ``torchvision.models.resnet.BasicBlock``."""
-        return cls(block.conv1, block.bn1, block.conv2, block.bn2, block.downsample)
+        down = cast("nn.Module | None", block.downsample)
+        return cls(cast(nn.Module, block.conv1), cast(nn.Module, block.bn1), cast(nn.Module, block.conv2),
+                   cast(nn.Module, block.bn2), down)
 
     def forward(self, x: Tensor) -> Tensor:
         """One residual step."""
@@ -62,7 +66,9 @@ class SafeBottleneck(nn.Module):
     @classmethod
     def from_torchvision(cls, block: nn.Module) -> SafeBottleneck:
         """Take over the parameter modules of a ``torchvision.models.resnet.Bottleneck``."""
-        return cls(block.conv1, block.bn1, block.conv2, block.bn2, block.conv3, block.bn3, block.downsample)
+        down = cast("nn.Module | None", block.downsample)
+        return cls(cast(nn.Module, block.conv1), cast(nn.Module, block.bn1), cast(nn.Module, block.conv2),
+                   cast(nn.Module, block.bn2), cast(nn.Module, block.conv3), cast(nn.Module, block.bn3), down)
 
     def forward(self, x: Tensor) -> Tensor:
         """One residual step."""

@@ -60,6 +60,8 @@ class SpectralConv2d(nn.Module):
     function of the state dict and a reloaded model is identical.
     """
 
+    u: Tensor  # persistent buffer [1, in_channels, in_hw, in_hw]
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, in_hw: int, coeff: float,
                  n_power_iterations: int = 1, init_iterations: int = 20) -> None:
         super().__init__()
@@ -198,6 +200,8 @@ class ActNorm2d(nn.Module):
     """Per-channel affine ``(x + bias) * exp(logscale)``, initialised from the first training batch
     to zero mean / unit variance per channel (Kingma & Dhariwal 2018, Glow). ``initialized`` is a
     persistent buffer so a reloaded model never re-initialises (the i-ResNet reference lost it)."""
+
+    initialized: Tensor  # persistent bool buffer []
 
     def __init__(self, channels: int) -> None:
         super().__init__()

@@ -36,9 +36,9 @@ def resolve_normalization(normalization: str | None, mean: Sequence[float] | Non
     name = normalization or "none"
     if name not in NORMALIZATIONS:
         raise choices_error("normalization", name, NORMALIZATIONS)
-    m, s = NORMALIZATIONS[name]
-    m = tuple(float(v) for v in (mean if mean is not None else m))
-    s = tuple(float(v) for v in (std if std is not None else s))
+    preset_mean, preset_std = NORMALIZATIONS[name]
+    m = tuple(float(v) for v in (mean if mean is not None else preset_mean))
+    s = tuple(float(v) for v in (std if std is not None else preset_std))
     if len(m) != 3 or len(s) != 3:
         raise BamError(f"mean/std {list(m)}/{list(s)} must have 3 values (RGB)")
     if min(s) <= 0:
@@ -54,6 +54,9 @@ class InputWrapper(nn.Module):
     ``gradcam_layer`` is the net's last convolutional stage; ``bottlenecks`` names (dotted paths in
     ``net``) its residual stages.
     """
+
+    mean: Tensor  # non-persistent buffer [1, 3, 1, 1]
+    std: Tensor  # non-persistent buffer [1, 3, 1, 1]
 
     def __init__(self, net: nn.Module, gradcam_layer: nn.Module, image_size: int,
                  input_size: int | None = None, normalization: str | None = "none",

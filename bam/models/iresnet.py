@@ -12,6 +12,7 @@ so ``logits = A @ flatten(T(x)) + b`` exactly (:meth:`IResNet.affine_head`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +48,7 @@ class _Stage(nn.Module):
         """Exact inverse of :meth:`forward` up to the fixed-point tolerance of the blocks."""
         h = z
         for block in reversed(self.blocks):
-            h = block.inverse(h, max_iter=max_iter, tol=tol)
+            h = cast(InvertibleBlock, block).inverse(h, max_iter=max_iter, tol=tol)
         if self.norm is not None:
             h = self.norm.inverse(h)
         return unsqueeze(h, self.squeeze_kind)
@@ -62,6 +63,8 @@ class IResNet(nn.Module):
     """
 
     is_invertible = True
+    mean: Tensor  # non-persistent buffer [1, 3, 1, 1]
+    std: Tensor  # non-persistent buffer [1, 3, 1, 1]
 
     def __init__(self, num_classes: int, image_size: int, input_size: int | None = None, *,
                  blocks: Sequence[int] = (2, 2, 2), hidden: Sequence[int] = (32, 64, 128), coeff: float = 0.9,
@@ -106,7 +109,8 @@ class IResNet(nn.Module):
     @property
     def gradcam_layer(self) -> nn.Module:
         """The last invertible block (output: the last conv stage [N, C, h, w], i.e. ``z``)."""
-        return self.stages[-1].blocks[-1]
+        last = cast(_Stage, self.stages[-1])
+        return last.blocks[-1]
 
     @property
     def bottlenecks(self) -> dict[str, nn.Module]:
@@ -138,7 +142,7 @@ class IResNet(nn.Module):
         with torch.no_grad():
             h = z.detach()
             for stage in reversed(self.stages):
-                h = stage.inverse(h, it, eps)
+                h = cast(_Stage, stage).inverse(h, it, eps)
             return h * self.std.to(h.dtype) + self.mean.to(h.dtype)
 
     def head(self, z: Tensor) -> Tensor:
@@ -159,4 +163,5 @@ class IResNet(nn.Module):
 
     def lipschitz_bounds(self, n_iter: int = 200) -> list[float]:
         """Per block, an upper bound on ``Lip(g)`` from fresh power iterations (must all be < 1)."""
-        return [blk.lipschitz_bound(n_iter) for stage in self.stages for blk in stage.blocks]
+        stages = [cast(_Stage, st) for st in self.stages]
+        return [cast(InvertibleBlock, blk).lipschitz_bound(n_iter) for stage in stages for blk in stage.blocks]

@@ -9,6 +9,7 @@ object (36-45 px). Every ReLU is its own out-of-place ``nn.ReLU`` module (no fun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -47,7 +48,8 @@ class SmallResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         for m in self.modules():  # zero-init the last BN of each residual branch (Goyal et al., 2017)
             if zero_init_residual and isinstance(m, SafeBasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+                bn2 = cast(nn.BatchNorm2d, m.bn2)  # SafeBasicBlock.build always makes a BatchNorm2d
+                nn.init.zeros_(bn2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a normalised input."""
