@@ -5,11 +5,13 @@ PY := $(VENV)/bin/python
 BAM := $(VENV)/bin/bam
 OUT ?= runs/demo
 
-.PHONY: venv demo test test-all test-wheel bench regression clean help
+.PHONY: venv demo test lint typecheck test-all test-wheel bench regression clean help
 
 help:
 	@echo "make demo        end-to-end run on the synthetic default (build, train, evaluate, report)"
 	@echo "make test        the CI test suite (not slow, not gpu)"
+	@echo "make lint        ruff over bam, tests and scripts (CI)"
+	@echo "make typecheck   mypy over bam (CI)"
 	@echo "make test-all    every test, slow ones included"
 	@echo "make test-wheel  build the wheel, install it in a fresh venv, run bam outside the repo (slow)"
 	@echo "make bench       attribution throughput benchmark (scripts/bench.py)"
@@ -28,6 +30,12 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -m "not slow and not gpu" -q
+
+lint: venv
+	$(VENV)/bin/ruff check bam tests scripts
+
+typecheck: venv
+	$(VENV)/bin/mypy bam
 
 test-all: venv
 	$(PY) -m pytest -q

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Train every model role BAM needs (SPEC §3) into MODELS_DIR, skipping finished ones (resumable):
 #   obj, scene, scene_only, commonality-1..K (K = number of scene classes of the data), and the
-#   invertible models for §5.6 (arch irevnet): irevnet-obj, irevnet-scene, irevnet-scene_only,
-#   irevnet-commonality-1..K. WITH_IRESNET=1 also trains iresnet-obj/scene/scene_only (the slower option).
+#   invertible models for §5.6: invertible-obj, invertible-scene, invertible-scene_only,
+#   invertible-commonality-1..K (the folders `bam run` uses).
 #
 # usage: scripts/train_all.sh DATA_DIR MODELS_DIR [extra `bam train` flags, e.g. --device cuda]
 # env:   CONFIG_SET=synthetic (default: configs/train/synthetic*.yaml) or paper (configs/train/paper*.yaml):
-#        <set>, <set>_commonality, <set>_irevnet, <set>_irevnet_commonality [, <set>_iresnet]
+#        <set>, <set>_commonality, <set>_<arch>, <set>_commonality_<arch> (when it exists, else <set>_<arch>)
+#        INVERTIBLE=irevnet (default), iresnet (the slower option; no commonality models) or none
 #        BAM=bam  PYTHON=python3  (the commands to run)
 # Re-running continues an interrupted role (--resume) and skips roles whose card.json exists.
 set -euo pipefail
@@ -44,16 +45,16 @@ done
 for k in $(seq 1 "$K"); do
     train "commonality-$k" "commonality-$k" "${SET}_commonality" "$@"
 done
-for role in obj scene scene_only; do
-    train "$role" "irevnet-$role" "${SET}_irevnet" "$@"
-done
-for k in $(seq 1 "$K"); do
-    train "commonality-$k" "irevnet-commonality-$k" "${SET}_irevnet_commonality" "$@"
-done
-if [ "${WITH_IRESNET:-0}" = 1 ]; then
+INV=${INVERTIBLE:-irevnet}
+if [ "$INV" != none ]; then
     for role in obj scene scene_only; do
-        train "$role" "iresnet-$role" "${SET}_iresnet" "$@"
+        train "$role" "invertible-$role" "${SET}_${INV}" "$@"
     done
+    if [ "$INV" = irevnet ]; then
+        for k in $(seq 1 "$K"); do
+            train "commonality-$k" "invertible-commonality-$k" "${SET}_commonality_${INV}" "$@"
+        done
+    fi
 fi
 echo "== all models in $MODELS ($((SECONDS - START)) s)"
 "$BAM" models list "$MODELS"

@@ -1,9 +1,11 @@
 """`bam train --arch X` trains X with its own settings, so the hint that `bam evaluate` prints when
-the invertible models are missing (`bam train --data D --role obj --arch iresnet --out M`) works."""
+the invertible models are missing (`bam train --data D --role obj --arch irevnet --out M/invertible-obj`)
+works as printed."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from bam.cli.main import cli
+from bam.evaluate.api import INVERTIBLE_ARCH, train_hint
+from bam.evaluate.plan import Skip
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,19 +27,22 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _hint(data: Path, out: Path) -> list[str]:
-    """The command `bam evaluate` prints for a missing invertible obj model."""
-    return ["train", "--data", str(data), "--role", "obj", "--arch", "iresnet", "--out", str(out)]
+def _hint(data: Path, models: Path) -> list[str]:
+    """The command `bam evaluate` prints for a missing invertible obj model, as CLI arguments."""
+    text = train_hint(Skip("mcs", "invertible", ("invertible_projection",), ("obj",), False), str(data), str(models))
+    cmd = shlex.split(text.split("train with: ", 1)[1])
+    assert cmd[0] == "bam", text
+    return cmd[1:]
 
 
 def test_arch_hint_uses_the_config_made_for_the_arch(tiny: Path, tmp_path: Path) -> None:
-    out = tmp_path / "iresnet-obj"
-    res = CliRunner().invoke(cli, [*_hint(tiny, out), "--epochs", "1", "--device", "cpu"])
+    out = tmp_path / "invertible-obj"
+    res = CliRunner().invoke(cli, [*_hint(tiny, tmp_path), "--epochs", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "synthetic_iresnet.yaml (the config made for it)" in res.output
+    assert f"synthetic_{INVERTIBLE_ARCH}.yaml (the config made for it)" in res.output
     card = json.loads((out / "card.json").read_text())
-    made = yaml.safe_load((REPO / "configs" / "train" / "synthetic_iresnet.yaml").read_text())
-    assert card["arch"] == "iresnet" and card["invertible"] is True
+    made = yaml.safe_load((REPO / "configs" / "train" / f"synthetic_{INVERTIBLE_ARCH}.yaml").read_text())
+    assert card["arch"] == INVERTIBLE_ARCH and card["invertible"] is True
     assert {k: card["arch_kwargs"][k] for k in made["arch_kwargs"]} == made["arch_kwargs"]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["optimizer"] == made["optimizer"] and saved["epochs"] == 1
@@ -55,7 +62,7 @@ def test_arch_without_its_own_config_drops_foreign_arch_kwargs(tiny: Path, tmp_p
 
 @pytest.mark.slow
 def test_arch_hint_exactly_as_printed(tiny: Path, tmp_path: Path) -> None:
-    """The hint verbatim (20 epochs of configs/train/synthetic_iresnet.yaml on the tiny data)."""
-    res = CliRunner().invoke(cli, _hint(tiny, tmp_path / "iresnet-obj"))
+    """The hint verbatim (configs/train/synthetic_irevnet.yaml on the tiny data)."""
+    res = CliRunner().invoke(cli, _hint(tiny, tmp_path))
     assert res.exit_code == 0, res.output
-    assert res.output.splitlines()[-1].startswith("obj (iresnet): val")
+    assert res.output.splitlines()[-1].startswith(f"obj ({INVERTIBLE_ARCH}): val")
