@@ -19,6 +19,18 @@ import numpy as np
 Statistic = Callable[[np.ndarray], float]
 
 
+def over_resamples(statistic: Statistic, samples: np.ndarray) -> np.ndarray:
+    """``statistic`` of every resample ``samples[b]`` ([B, n, ...] -> [B]).
+
+    Uses the statistic's own vectorised ``over_resamples`` method when it has one (the RMCS
+    rank correlation), else one call per resample.
+    """
+    batched = getattr(statistic, "over_resamples", None)
+    if batched is not None:
+        return np.asarray(batched(samples), dtype=float)
+    return np.array([statistic(x) for x in samples], dtype=float)
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """value(a) - value(b) on the images both used, its bootstrap CI and two-sided p-value."""
@@ -68,7 +80,7 @@ def paired_difference(a: tuple[Sequence[str], np.ndarray], b: tuple[Sequence[str
     if va.ndim == 1 and getattr(statistic, "__name__", "") == "mean_statistic":
         stats = (va - vb)[idx].mean(axis=1)
     else:
-        stats = np.array([statistic(va[i]) - statistic(vb[i]) for i in idx], dtype=float)
+        stats = over_resamples(statistic, va[idx]) - over_resamples(statistic, vb[idx])
     stats = stats[np.isfinite(stats)]
     if len(stats) == 0:
         return PairedDifference(n, float(delta), math.nan, math.nan, math.nan)

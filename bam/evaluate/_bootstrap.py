@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bam._io import hash_json
+from bam.stats import over_resamples
 
 
 def row_rng(seed: int, *parts: object) -> np.random.Generator:
@@ -29,7 +30,7 @@ def bootstrap_ci(per_image: np.ndarray, statistic: Callable[[np.ndarray], float]
     if per_image.ndim == 1 and getattr(statistic, "__name__", "") == "mean_statistic":
         stats = per_image[idx].mean(axis=1)
     else:
-        stats = np.array([statistic(per_image[i]) for i in idx], dtype=float)
+        stats = over_resamples(statistic, per_image[idx])
     stats = stats[np.isfinite(stats)]
     if len(stats) == 0:
         return math.nan, math.nan

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,31 +57,72 @@ def commonality_ks(records: pd.DataFrame) -> list[int]:
     return sorted({k for r in records["model_role"].unique() if (k := commonality_k(str(r))) is not None})
 
 
+def average_ranks(v: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``v``, ties sharing their average rank (as ``pandas.Series.rank("average")``);
+    numpy only, as the RMCS bootstrap calls it hundreds of thousands of times."""
+    order = np.argsort(v, kind="mergesort")
+    sv = v[order]
+    first = np.empty(len(v), dtype=bool)
+    first[:1] = True
+    first[1:] = sv[1:] != sv[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(v))
+    ranks = np.empty(len(v), dtype=float)
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
+    return ranks
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties); 0 when either side is constant, NaN if < 2 points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 2:
         return math.nan
-    rx = pd.Series(x).rank(method="average").to_numpy()
-    ry = pd.Series(y).rank(method="average").to_numpy()
+    rx, ry = average_ranks(x), average_ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
     return float((rx * ry).sum() / den) if den > 0 else 0.0
 
 
-def _rmcs_statistic(ks: np.ndarray) -> Callable[[np.ndarray], float]:
+def _column_means(mat: np.ndarray) -> np.ndarray:
+    """Means over axis -2 of the finite entries (NaN where a column has none)."""
+    with np.errstate(invalid="ignore"):
+        counts = np.isfinite(mat).sum(-2)
+        return np.where(counts > 0, np.nansum(mat, -2) / np.maximum(counts, 1), np.nan)
+
+
+@dataclass(frozen=True)
+class _RmcsStatistic:
     """Negated Spearman between k and the per-k mean of a [n_images, n_k] matrix (NaN = unused)."""
 
-    def stat(mat: np.ndarray) -> float:
-        """-Spearman(k, column means of the finite entries)."""
-        with np.errstate(invalid="ignore"):
-            counts = np.isfinite(mat).sum(0)
-            means = np.where(counts > 0, np.nansum(mat, 0) / np.maximum(counts, 1), np.nan)
+    ks: np.ndarray
+
+    def _from_means(self, means: np.ndarray) -> float:
         ok = np.isfinite(means)
-        rho = spearman(ks[ok], means[ok])
+        rho = spearman(self.ks[ok], means[ok])
         return -rho + 0.0 if math.isfinite(rho) else math.nan
 
-    return stat
+    def __call__(self, mat: np.ndarray) -> float:
+        """-Spearman(k, column means of the finite entries)."""
+        return self._from_means(_column_means(mat))
+
+    def over_resamples(self, mats: np.ndarray) -> np.ndarray:
+        """The statistic of every matrix of ``mats`` [B, n_images, n_k] at once (bootstrap)."""
+        means = _column_means(mats)  # [B, n_k]
+        out = np.full(len(means), math.nan)
+        full = np.isfinite(means).all(1)
+        if full.any() and means.shape[1] >= 2:
+            m = means[full]
+            # average ranks per row: #smaller + (#equal + 1) / 2
+            ry = (m[:, None, :] < m[:, :, None]).sum(2) + ((m[:, None, :] == m[:, :, None]).sum(2) + 1) / 2.0
+            rx = average_ranks(self.ks)
+            rx, ry = rx - rx.mean(), ry - ry.mean(1, keepdims=True)
+            den = np.sqrt((rx * rx).sum() * (ry * ry).sum(1))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rho = np.where(den > 0, (ry * rx).sum(1) / np.where(den > 0, den, 1.0), 0.0)
+            out[full] = -rho + 0.0
+        for b in np.flatnonzero(~full):
+            out[b] = self._from_means(means[b])
+        return out
 
 
 @register_metric(MetricInfo(
@@ -111,7 +152,7 @@ def rmcs(records: pd.DataFrame, num_k: int | None = None) -> MetricValue:
         for i, v in zip(c.image_ids, c.per_image):
             mat[pos[i], j] = v
     ks = np.arange(1, big_k, dtype=float)
-    stat = _rmcs_statistic(ks)
+    stat = _RmcsStatistic(ks)
     value = stat(mat) if len(ids) else math.nan
     excluded: dict[str, int] = {}
     for c in curve:

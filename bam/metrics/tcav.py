@@ -18,7 +18,7 @@ import pandas as pd
 
 from bam.errors import BamError
 from bam.metrics._base import MetricInfo, MetricValue, Need, frozen, mean_statistic, register_metric
-from bam.metrics.contrast import _rmcs_statistic, commonality_ks
+from bam.metrics.contrast import _RmcsStatistic, commonality_ks
 from bam.roles import OBJ, SCENE, commonality, commonality_roles
 from bam.schema import bool_column
 
@@ -140,7 +140,7 @@ def tcav_rmcs(records: pd.DataFrame, layer: str | None = None, num_k: int | None
     for j, c in enumerate(curve):
         for i, v in zip(c.image_ids, c.per_image):
             mat[pos[i], j] = v
-    stat = _rmcs_statistic(np.arange(1, big_k, dtype=float))
+    stat = _RmcsStatistic(np.arange(1, big_k, dtype=float))
     excluded: dict[str, int] = {}
     for c in curve:
         for r, n in c.excluded.items():
