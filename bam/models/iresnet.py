@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from bam.errors import BamError, choices_error
-from bam.models._affine_head import pooled_affine_head
+from bam.models._affine_head import pooled_affine_head, pooled_head
+from bam.models._invertible import check_features, check_pixels, forward_stages, stage_bottlenecks
 from bam.models._iresnet_blocks import ACTIVATIONS, SQUEEZES, ActNorm2d, InvertibleBlock, squeeze, unsqueeze
 from bam.models._registry import register_model
 from bam.models._wrap import resolve_normalization
@@ -115,28 +116,17 @@ class IResNet(nn.Module):
     @property
     def bottlenecks(self) -> dict[str, nn.Module]:
         """Stage name -> the module whose output is that stage's output (``block_layer1``, ...; TCAV)."""
-        return {f"block_layer{i + 1}": st for i, st in enumerate(self.stages)}
-
-    def _check_input(self, x: Tensor) -> None:
-        want = (3, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise BamError(f"iresnet input of shape {tuple(x.shape)} is invalid; accepted: [N, {want[0]}, "
-                           f"{want[1]}, {want[2]}] RGB pixels in [0, 1]")
+        return stage_bottlenecks(self.stages)
 
     def features(self, x: Tensor) -> Tensor:
         """``z = T(x)``: the bijective feature map [N, C, h, w] (``C*h*w == 3*H*W``)."""
-        self._check_input(x)
-        h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        for stage in self.stages:
-            h = stage(h)
-        return h
+        check_pixels("iresnet", x, self.image_size)
+        return forward_stages(x, self.mean, self.std, self.stages)
 
     def inverse(self, z: Tensor, max_iter: int | None = None, tol: float | None = None) -> Tensor:
         """``x = T^{-1}(z)`` (pixels, [N, 3, H, W]); blocks are inverted by fixed-point iteration until
         the per-image relative update is below ``tol`` (default ``inverse_tol``) or ``max_iter``."""
-        if z.dim() != 4 or tuple(z.shape[1:]) != self.feature_shape:
-            raise BamError(f"iresnet feature map of shape {tuple(z.shape)} is invalid; accepted: "
-                           f"[N, {', '.join(map(str, self.feature_shape))}]")
+        check_features("iresnet", z, self.feature_shape)
         it = self.inverse_max_iter if max_iter is None else int(max_iter)
         eps = self.inverse_tol if tol is None else float(tol)
         with torch.no_grad():
@@ -147,7 +137,7 @@ class IResNet(nn.Module):
 
     def head(self, z: Tensor) -> Tensor:
         """Affine head: BatchNorm (running statistics in eval mode) -> global average pool -> linear."""
-        return self.fc(self.head_norm(z).mean(dim=(2, 3)))
+        return pooled_head(self.head_norm, self.fc, z)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for pixels ``x`` in [0, 1]."""

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from bam.errors import BamError, choices_error
 from bam.models._affine_head import pooled_affine_head, pooled_head
 from bam.models._coupling import AdditiveCoupling, deinterleave, interleave, swap_halves
+from bam.models._invertible import check_features, check_pixels, forward_stages, stage_bottlenecks
 from bam.models._iresnet_blocks import SQUEEZES, squeeze, unsqueeze
 from bam.models._registry import register_model
 from bam.models._wrap import resolve_normalization
@@ -114,28 +115,17 @@ class IRevNet(nn.Module):
     @property
     def bottlenecks(self) -> dict[str, nn.Module]:
         """Stage name -> the module whose output is that stage's output (``block_layer1``, ...; TCAV)."""
-        return {f"block_layer{i + 1}": st for i, st in enumerate(self.stages)}
-
-    def _check_input(self, x: Tensor) -> None:
-        want = (3, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise BamError(f"irevnet input of shape {tuple(x.shape)} is invalid; accepted: [N, {want[0]}, "
-                           f"{want[1]}, {want[2]}] RGB pixels in [0, 1]")
+        return stage_bottlenecks(self.stages)
 
     def features(self, x: Tensor) -> Tensor:
         """``z = T(x)``: the bijective feature map [N, C, h, w] (``C*h*w == 3*H*W``)."""
-        self._check_input(x)
-        h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        for stage in self.stages:
-            h = stage(h)
-        return h
+        check_pixels("irevnet", x, self.image_size)
+        return forward_stages(x, self.mean, self.std, self.stages)
 
     def inverse(self, z: Tensor) -> Tensor:
         """``x = T^{-1}(z)`` (pixels, [N, 3, H, W]), analytic; needs eval mode (BatchNorm in F and G
         must be the fixed functions the forward used)."""
-        if z.dim() != 4 or tuple(z.shape[1:]) != self.feature_shape:
-            raise BamError(f"irevnet feature map of shape {tuple(z.shape)} is invalid; accepted: "
-                           f"[N, {', '.join(map(str, self.feature_shape))}]")
+        check_features("irevnet", z, self.feature_shape)
         if self.training:
             raise BamError("irevnet inverse() in training mode is invalid (BatchNorm would use batch statistics, "
                            "so F and G differ from the forward); accepted: eval mode, call model.eval() first")
