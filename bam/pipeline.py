@@ -102,6 +102,15 @@ class _Dirs:
     seed: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class _StageOptions:
+    """Which stages run, on which device, with or without progress bars."""
+
+    stages: Sequence[str]
+    device: str
+    progress: bool
+
+
 def repeat_dirs(cfg: RunConfig, out: Path) -> tuple[_Dirs, ...]:
     """One repeat: out/{data,models,eval}; N repeats: out/seed-<s>/{models,eval} (data shared unless re-drawn)."""
     if cfg.repeats == 1:
@@ -127,9 +136,10 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequenc
     t0 = time.perf_counter()
     failed: tuple[tuple[str, str], ...] = ()
     dirs = repeat_dirs(cfg, out)
+    opts = _StageOptions(stages=stages, device=device, progress=progress)
     for d in dirs:
         tag = "" if len(dirs) == 1 else f" seed {d.seed}"
-        failed = failed or _run_one(cfg, d, stages, (device, progress), _tagged(echo, tag))
+        failed = failed or _run_one(cfg, d, opts, _tagged(echo, tag))
     if len(dirs) > 1 and "report" in stages:
         from bam.report.repeats import summarise_repeats
 
@@ -148,20 +158,19 @@ def _tagged(echo: Callable[[str], None], tag: str) -> Callable[[str], None]:
     return lambda line: echo(line.replace("] ", f"{tag}] ", 1) if tag else line)
 
 
-def _run_one(cfg: RunConfig, d: _Dirs, stages: Sequence[str], how: tuple[str, bool],
+def _run_one(cfg: RunConfig, d: _Dirs, opts: _StageOptions,
              echo: Callable[[str], None]) -> tuple[tuple[str, str], ...]:
     """The stages of one repeat; returns the methods that failed on every image."""
-    device, progress = how
     failed: tuple[tuple[str, str], ...] = ()
-    if "build" in stages:
+    if "build" in opts.stages:
         from bam.data import build_dataset, load_recipe
 
         data_seed = d.seed if cfg.redraw_data else cfg.seed
         echo(f"[build] recipe {cfg.recipe} -> {d.data}")
-        res = build_dataset(load_recipe(cfg.recipe), d.data, seed=data_seed, progress=progress)
+        res = build_dataset(load_recipe(cfg.recipe), d.data, seed=data_seed, progress=opts.progress)
         echo(f"[build] {res.counts['composites']} composites, manifest {res.manifest_hash[:12]} "
              f"({'up to date' if res.up_to_date else f'{res.seconds:.0f} s'})")
-    if "train" in stages:
+    if "train" in opts.stages:
         from bam.data import open_dataset
         from bam.train.pool import Done, Job, train_all
 
@@ -173,19 +182,19 @@ def _run_one(cfg: RunConfig, d: _Dirs, stages: Sequence[str], how: tuple[str, bo
         def done(r: Done) -> None:
             echo(f"[train] {r.job.out.name:<24} {r.arch:<13} val acc {r.val_accuracy:.3f} ({r.seconds:.0f} s)")
 
-        train_all(jobs, d.data, device=device, workers=cfg.train_workers, on_done=done)
+        train_all(jobs, d.data, device=opts.device, workers=cfg.train_workers, on_done=done)
         echo(f"[train] {len(jobs)} models in {time.perf_counter() - t:.0f} s")
-    if "evaluate" in stages:
+    if "evaluate" in opts.stages:
         from bam.config import load_config, resolve_named
         from bam.evaluate import EvalConfig, evaluate_dir
 
         echo(f"[evaluate] config {cfg.eval_config} -> {d.eval}")
         ec = load_config(EvalConfig, resolve_named(cfg.eval_config, "configs/eval", "eval config"), {"seed": d.seed})
-        er = evaluate_dir(d.data, d.models, ec, d.eval, device=device, progress=progress)
+        er = evaluate_dir(d.data, d.models, ec, d.eval, device=opts.device, progress=opts.progress)
         if er is not None:
             failed = tuple(er.failed_everywhere.items())
             echo(f"[evaluate] {len(er.results)} result rows, {len(er.records)} records")
-    if "report" in stages:
+    if "report" in opts.stages:
         from bam.report import build_report
 
         rep = build_report(d.eval)

@@ -36,6 +36,11 @@ RESULTS_COLUMNS: tuple[str, ...] = (
 V2_DEFAULTS: dict[str, str] = {"metric_params": "{}", "space": "pixel", "tier": ""}
 #: Attribution spaces (SPEC §5.8): ``pixel`` = [0, 1] image pixels, ``model`` = the network input.
 SPACES: tuple[str, ...] = ("pixel", "model")
+#: How object masks follow a method into model space (bam.methods._space): ``bilinear``: the
+#: original's mask resize (PIL ``BILINEAR`` on a 0/1 uint8 mask: a separable bilinear pass per
+#: axis, antialiased when shrinking, each rounded half up to 0/1); ``nearest``: nearest neighbour
+#: with half-pixel centres (torch ``nearest-exact``).
+MASK_MODES: tuple[str, ...] = ("bilinear", "nearest")
 
 #: comparisons.csv columns: one row per (metric, model kind, pair of methods).
 COMPARISON_COLUMNS: tuple[str, ...] = (

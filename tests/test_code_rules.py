@@ -26,16 +26,16 @@ def _is_type_checking(node: ast.If) -> bool:
     return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
 
 
-def _top_level_imports(tree: ast.Module, module: str, is_package: bool) -> set[str]:
-    """Modules imported when ``module`` is imported (module-level statements only)."""
+def _imports(tree: ast.Module, module: str, is_package: bool) -> set[str]:
+    """Modules ``module`` imports, at module level or inside functions (``if TYPE_CHECKING:``
+    blocks aside: they hold annotations only). A function-level import defers a cycle, it does
+    not remove it, so both count."""
     found: set[str] = set()
-    pending: list[ast.stmt] = list(tree.body)
+    pending: list[ast.AST] = list(tree.body)
     while pending:
         node = pending.pop()
-        if isinstance(node, ast.If) and not _is_type_checking(node):
-            pending.extend(node.body + node.orelse)
-        elif isinstance(node, ast.Try):
-            pending.extend(node.body + node.orelse + node.finalbody)
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            pending.extend(node.orelse)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -46,6 +46,8 @@ def _top_level_imports(tree: ast.Module, module: str, is_package: bool) -> set[s
                 base = ".".join(pkg + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)
+        else:
+            pending.extend(ast.iter_child_nodes(node))
     return found
 
 
@@ -55,7 +57,7 @@ def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for imp in _top_level_imports(tree, name, path.name == "__init__.py"):
+        for imp in _imports(tree, name, path.name == "__init__.py"):
             parts = imp.split(".")
             for i in range(1, len(parts) + 1):
                 target = ".".join(parts[:i])

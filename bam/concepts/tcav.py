@@ -13,7 +13,6 @@ scene (and commonality-k) models' common-scene class.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from bam.concepts.config import TcavConfig
 from bam.concepts.sets import ConceptSets, DataImageSource, build_concept_sets
 from bam.config import from_dict
 from bam.errors import BamError
+from bam.roles import BASE_ROLES, OBJ, SCENE, SCENE_ONLY, commonality_k
 
 PAPER = ("Kim et al., Interpretability Beyond Feature Attribution: Quantitative Testing with Concept "
          "Activation Vectors (TCAV), ICML 2018")
@@ -53,7 +53,6 @@ SUMMARY_COLUMNS = ["model_role", "model_hash", "layer", "summary", "target_class
                    "random_cav_accuracy", "n_images", "n_runs"]
 CAV_COLUMNS = ["model_role", "model_hash", "layer", "kind", "run", "concept", "negative", "accuracy", "n_train",
                "n_test", "error_bound", "iterations", "cached"]
-_COMMONALITY = re.compile(r"^commonality-(\d+)$")
 
 
 class ModelSpec(NamedTuple):
@@ -80,14 +79,13 @@ class TcavResult:
 def target_class(data: Any, role: str) -> tuple[int, str]:
     """(class index, name) a role is scored for: obj -> the common object, scene-labelled roles ->
     the common scene (the original mapped both through ``*_categories.txt``)."""
-    m = _COMMONALITY.match(role)
-    if role == "obj":
+    k = commonality_k(role)
+    if role == OBJ:
         return data.object_classes.index(data.common_object), data.common_object
-    if role in ("scene", "scene_only") or (m and 1 <= int(m.group(1)) <= len(data.scene_classes)):
+    if role in (SCENE, SCENE_ONLY) or (k is not None and 1 <= k <= len(data.scene_classes)):
         return data.scene_classes.index(data.common_scene), data.common_scene
-    k = len(data.scene_classes)
-    raise BamError(f"unknown tcav model role {role!r}; accepted: obj, scene, scene_only, commonality-1.."
-                   f"commonality-{k}")
+    raise BamError(f"unknown tcav model role {role!r}; accepted: {', '.join(BASE_ROLES)}, commonality-1.."
+                   f"commonality-{len(data.scene_classes)}")
 
 
 def _model_frames(spec: ModelSpec, work: Work, targets: torch.Tensor) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -16,6 +16,7 @@ import torch
 from bam._io import sha256_bytes, write_bytes
 from bam.data._compose import compose
 from bam.data._store import ImageStore
+from bam.data._workers import map_jobs, png_bytes
 from bam.data.recipe import Recipe
 
 BATCH = 128
@@ -23,8 +24,6 @@ BATCH = 128
 
 def _export_object(args: tuple[str, Recipe, int, pd.DataFrame]) -> dict[str, str]:
     """Worker: write the composites of one object class; return {relative path: sha256}."""
-    from bam.data.build import png_bytes
-
     root, recipe, n, rows = args
     torch.set_num_threads(1)
     store = ImageStore(Path(root), list(recipe.object_classes), list(recipe.scene_classes), n, recipe.image_size)
@@ -49,12 +48,11 @@ def export_composites(out: Path, recipe: Recipe, n: int, placements: pd.DataFram
                       progress: bool) -> dict[str, str]:
     """Write every composite as PNG (one job per object class); return their hashes."""
     from bam._progress import progress_bar
-    from bam.data.build import _map
 
     jobs: list[Any] = [(str(out), recipe, n, placements[placements["object"] == o].reset_index(drop=True))
                        for o in recipe.object_classes]
     files: dict[str, str] = {}
-    for res in progress_bar(_map(_export_object, jobs, workers), total=len(jobs), desc="composites", enabled=progress,
-                            unit="class"):
+    for res in progress_bar(map_jobs(_export_object, jobs, workers), total=len(jobs), desc="composites",
+                            enabled=progress, unit="class"):
         files.update(res)
     return files

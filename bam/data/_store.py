@@ -30,11 +30,6 @@ def image_rel(kind: str, cls: str, instance: int, n: int) -> str:
     return f"{kind}/{cls}/{instance:0{id_width(n)}d}.png"
 
 
-def image_path(root: Path, kind: str, cls: str, instance: int, n: int) -> Path:
-    """Absolute form of :func:`image_rel`."""
-    return root / image_rel(kind, cls, instance, n)
-
-
 def read_png(path: Path, channels: int, expected_sha256: str | None = None) -> np.ndarray:
     """Decode a stored PNG to uint8 HxWxC; a missing/corrupt file is a BamError naming it, and so
     is a file whose sha256 differs from ``expected_sha256`` (when given)."""

@@ -11,12 +11,9 @@ directory without a manifest is incomplete.
 
 from __future__ import annotations
 
-import io
 import logging
-import multiprocessing
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from bam._progress import progress_bar
 from bam.config import check_seed, dump_yaml
 from bam.data._placement import draw_placements
 from bam.data._subsets import id_width, placement_table, subset_tables
+from bam.data._workers import map_jobs, png_bytes
 from bam.data.recipe import Recipe
 from bam.data.sources import ClassPlan, SourceInputs, get_source
 from bam.errors import BamError
@@ -41,15 +39,6 @@ MANIFEST = "manifest.json"
 STATE = ".build_state.json"
 DERIVED = "derived"
 _KIND_DIR = {"object": "objects", "scene": "scenes"}
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """Encode uint8 HxWx{3,4} as PNG bytes (no metadata, fixed compression: deterministic)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
 
 
 def normalise_cutout(rgba: np.ndarray, size: int) -> np.ndarray | None:
@@ -179,16 +168,6 @@ def _unit_done(out: Path, key: str, res: Any) -> bool:
     return len(res["hw"]) == len(res["items"]) == len(res["files"])
 
 
-def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int) -> Iterable[Any]:
-    """Run jobs in-process (workers <= 1) or in a spawn pool, yielding results as they finish."""
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(fn, jobs)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap_unordered(fn, jobs)
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """How to build: source files of real recipes, worker processes, and what to do or write extra.
@@ -203,10 +182,14 @@ class BuildOptions:
     export_composites: bool = False
 
 
-@dataclass(frozen=True)
-class _Parts:
-    """What the stages of a build produced, for its manifest."""
+@dataclass(frozen=True, kw_only=True)
+class _Built:
+    """What a build used and produced: the inputs of its manifest."""
 
+    recipe: Recipe
+    seed: int
+    n: int
+    export: bool
     infos: dict[str, Any]
     done: dict[str, Any]
     tables: dict[str, Any]
@@ -253,7 +236,7 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, options: Build
     jobs = [(name, recipe, p, seed, str(out)) for name, p in plans if f"{p.kind}/{p.class_name}" not in done]
     with progress_bar(total=len(plans), initial=len(plans) - len(jobs), desc="classes", enabled=progress,
                       unit="class") as bar:
-        for key, res in _map(run_unit, jobs, workers):
+        for key, res in map_jobs(run_unit, jobs, workers):
             done[key] = res
             state["units"] = dict(sorted(done.items()))
             write_json(out / STATE, state)
@@ -278,7 +261,8 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, options: Build
 
         files.update(export(out, eff, n, placements, workers, progress))
 
-    manifest = _manifest(recipe, seed, n, export_composites, _Parts(infos, done, tables, files))
+    manifest = _manifest(_Built(recipe=recipe, seed=seed, n=n, export=export_composites, infos=infos, done=done,
+                                tables=tables, files=files))
     text = dumps_json(manifest)
     write_text(out / MANIFEST, text)  # last: its presence marks the build complete
     return BuildResult(out, sha256_bytes(text.encode()), False, time.perf_counter() - t0, manifest["counts"])
@@ -325,14 +309,14 @@ def _collect_files(out: Path, recipe: Recipe, done: dict[str, Any], n: int) -> d
     return files
 
 
-def _manifest(recipe: Recipe, seed: int, n: int, export: bool, parts: _Parts) -> dict[str, Any]:
+def _manifest(built: _Built) -> dict[str, Any]:
     """Everything that identifies the build; no timestamps or absolute paths (hash-stable)."""
-    infos, done, tables, files = parts.infos, parts.done, parts.tables, parts.files
+    recipe, n, done = built.recipe, built.n, built.done
     sources: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
     notes: dict[str, Any] = {}
     for kind, classes in (("object", recipe.object_classes), ("scene", recipe.scene_classes)):
-        info = dict(infos[kind])
+        info = dict(built.infos[kind])
         used = {}
         for c in classes:
             res = done[f"{kind}/{c}"]
@@ -343,15 +327,15 @@ def _manifest(recipe: Recipe, seed: int, n: int, export: bool, parts: _Parts) ->
         skipped[_KIND_DIR[kind]] = {c: done[f"{kind}/{c}"]["skipped"] for c in classes}
         notes[_KIND_DIR[kind]] = {c: done[f"{kind}/{c}"]["notes"] for c in classes if done[f"{kind}/{c}"]["notes"]}
     subsets = {}
-    for rel, frame in tables.items():
+    for rel, frame in built.tables.items():
         if rel.startswith("subsets/"):
             name = rel.split("/", 1)[1]
             subsets[name] = {"file": f"{rel}.csv", "label_kind": "object" if name == "obj" else "scene",
                              "train": int((frame["split"] == "train").sum()),
                              "val": int((frame["split"] == "val").sum())}
     return {
-        "format": FORMAT, "bam_version": __version__, "recipe": recipe.to_dict(), "seed": seed,
-        "export_composites": export, "object_classes": list(recipe.object_classes),
+        "format": FORMAT, "bam_version": __version__, "recipe": recipe.to_dict(), "seed": built.seed,
+        "export_composites": built.export, "object_classes": list(recipe.object_classes),
         "scene_classes": list(recipe.scene_classes), "image_size": recipe.image_size,
         "instances_per_class": n, "val_instances": recipe.val_instances, "train_instances": n - recipe.val_instances,
         "common_object": recipe.common_object, "common_scene": recipe.common_scene, "iir_scene": recipe.iir_scene,
@@ -359,7 +343,7 @@ def _manifest(recipe: Recipe, seed: int, n: int, export: bool, parts: _Parts) ->
         "counts": {"objects": n * len(recipe.object_classes), "scenes": n * len(recipe.scene_classes),
                    "composites": n * len(recipe.object_classes) * len(recipe.scene_classes),
                    "skipped": {k: sum(len(v) for v in d.values()) for k, d in skipped.items()},
-                   "files": len(files)},
+                   "files": len(built.files)},
         "derived_dir": f"{DERIVED}/ (written later, e.g. the IIR patch set; not hashed here)",
-        "files": dict(sorted(files.items())),
+        "files": dict(sorted(built.files.items())),
     }

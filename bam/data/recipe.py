@@ -21,10 +21,8 @@ from bam.errors import BamError
 #: Names that are safe as folder names and CSV values.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-OBJECT_SOURCES = ("synthetic", "coco")
 #: upper bound of instances_per_class (keeps ids, tables and the in-memory image cache sane)
 MAX_INSTANCES = 100_000
-SCENE_SOURCES = ("synthetic", "scenes")
 
 
 @dataclass(frozen=True)
@@ -78,11 +76,11 @@ class Recipe:
                                     ("iir_scene", self.iir_scene, self.scene_classes)):
             if value not in classes:
                 raise BamError(f"{where}: {fld} {value!r} is not a class; accepted: {', '.join(classes)}")
-        if self.object_source not in OBJECT_SOURCES:
-            raise BamError(f"{where}: unknown object_source {self.object_source!r}; "
-                           f"accepted: {', '.join(OBJECT_SOURCES)}")
-        if self.scene_source not in SCENE_SOURCES:
-            raise BamError(f"{where}: unknown scene_source {self.scene_source!r}; accepted: {', '.join(SCENE_SOURCES)}")
+        from bam.data.sources import source_names
+
+        for kind, source in (("object", self.object_source), ("scene", self.scene_source)):
+            if source not in source_names(kind):
+                raise BamError(f"{where}: unknown {kind}_source {source!r}; accepted: {', '.join(source_names(kind))}")
         if not 16 <= self.image_size <= 1024:
             raise BamError(f"{where}: image_size {self.image_size} out of range; accepted: 16..1024")
         if not 2 <= self.instances_per_class <= MAX_INSTANCES:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bam.evaluate._bootstrap import bootstrap_ci
 from bam.evaluate._cache import RecordCache
-from bam.evaluate.api import OUTPUT_FILES, EvalResult, evaluate, evaluate_dir, train_hint
+from bam.evaluate.api import EvalResult, evaluate, evaluate_dir, train_hint
 from bam.evaluate.config import EvalConfig, PatchConfig
 from bam.evaluate.execute import ExecContext, Execution, execute, gather
 from bam.evaluate.iir_patch import PatchSet, build_patch_set, optimise_patch
@@ -21,7 +21,7 @@ from bam.evaluate.plan import EvalPlan, MethodPlan, MetricPlan, ModelEntry, Skip
 from bam.evaluate.summarise import Summary, summarise, wide_table
 
 __all__ = [
-    "OUTPUT_FILES", "EvalConfig", "EvalPlan", "EvalResult", "ExecContext", "Execution", "MethodPlan", "MetricPlan",
+    "EvalConfig", "EvalPlan", "EvalResult", "ExecContext", "Execution", "MethodPlan", "MetricPlan",
     "ModelEntry", "PatchConfig", "PatchSet", "RecordCache", "Skip", "Summary",
     "Unit", "bootstrap_ci", "build_patch_set",
     "evaluate", "evaluate_dir", "execute", "gather", "optimise_patch", "plan", "summarise", "train_hint",

@@ -33,10 +33,6 @@ from bam.outputs import write_output_set
 
 log = logging.getLogger("bam.evaluate")
 
-#: The files of an evaluation's output set.
-OUTPUT_FILES = ("results.csv", "comparisons.csv", "records.csv", "config.yaml", "provenance.json", EXAMPLES_FILE,
-                "tcav_records.csv", "tcav_summary.csv", "tcav_cavs.csv")
-
 #: Words a skip: the metric, the kind, the missing roles and how to train them.
 SkipWording = Callable[[Skip], str]
 

@@ -9,10 +9,7 @@ from typing import Any
 from bam.concepts.config import TcavConfig
 from bam.config import check_seed
 from bam.errors import BamError
-from bam.schema import SPACES
-
-#: Mask resizing for model space (bam.methods._space.MASK_MODES).
-MASK_MODES: tuple[str, ...] = ("bilinear", "nearest")
+from bam.schema import MASK_MODES, SPACES
 
 
 @dataclass(frozen=True)

@@ -147,11 +147,6 @@ class EvalPlan:
         """The plan of method ``name``."""
         return next(m for m in self.methods if m.name == name)
 
-    @property
-    def unit_kinds(self) -> tuple[str, ...]:
-        """Model kinds with at least one unit."""
-        return tuple(k for k in MODEL_KINDS if any(u.kind == k for u in self.units))
-
 
 def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
     """A read-only copy."""

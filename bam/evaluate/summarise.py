@@ -19,13 +19,10 @@ from bam.evaluate.concepts import ConceptRun
 from bam.evaluate.execute import Cost
 from bam.evaluate.plan import EvalPlan, MetricPlan
 from bam.metrics import METRICS, MetricValue
-from bam.schema import CURVE_METRIC, RESULTS_COLUMNS, SCHEMA_VERSION, is_curve_point
+from bam.metrics._base import row_order
+from bam.schema import RESULTS_COLUMNS, SCHEMA_VERSION, is_curve_point
 
 log = logging.getLogger("bam.evaluate")
-
-#: Order of metric rows within a method.
-_ORDER = {m: i for i, m in enumerate(["mcs", "idr", "iir", CURVE_METRIC, "rmcs", "tcav_mcs", "tcav_rmcs_curve",
-                                       "tcav_rmcs"])}
 
 
 def _num(x: float | None, nd: int = 12) -> float:
@@ -140,7 +137,8 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     """Rows by method, then metric (protocol order), then k."""
     if df.empty:
         return df
-    df["_o"] = df["metric"].map(lambda m: _ORDER.get(m, 99))
+    order = row_order()
+    df["_o"] = df["metric"].map(lambda m: order.get(m, len(order)))
     df["_k"] = df["k"].map(lambda k: -1 if k == "" else int(k))
     df = df.sort_values(["method", "_o", "metric", "_k"], kind="stable").drop(columns=["_o", "_k"])
     return df.reset_index(drop=True)

@@ -31,12 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bam.errors import BamError, choices_error
-
-SPACES = ("pixel", "model")
-#: ``bilinear``: the original's mask resize (PIL ``BILINEAR`` on a 0/1 uint8 mask: a separable
-#: bilinear pass per axis, antialiased when shrinking, each rounded half up to 0/1);
-#: ``nearest``: nearest neighbour with half-pixel centres (torch ``nearest-exact``).
-MASK_MODES = ("bilinear", "nearest")
+from bam.schema import MASK_MODES, SPACES
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,13 @@ def list_metrics() -> list[str]:
     return [m for m in order if m in METRICS] + [m for m in METRICS.names() if m not in order]
 
 
+def row_order() -> dict[str, int]:
+    """Position of each metric name among result rows: :func:`list_metrics` order, a metric's
+    curve points (``<metric>_curve``) just before its summary row."""
+    names = [n for m in list_metrics() for n in (f"{m}_curve", m)]
+    return {n: i for i, n in enumerate(names)}
+
+
 def _side(records: pd.DataFrame, role: str, inp: str) -> pd.DataFrame:
     """Records of one (model role, input) as [image_id, g, correct, status, unchanged]."""
     sel = records[(records["model_role"] == role) & (records["input"] == inp)].drop_duplicates("image_id")

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from bam.data.recipe import Recipe
 from bam.registry import Registry
+
+if TYPE_CHECKING:
+    from bam.data.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,12 @@ def get_source(name: str) -> Source:
     return SOURCES.get(name)()
 
 
+def source_names(kind: str) -> list[str]:
+    """Registered sources that provide ``kind`` ("object" or "scene"), sorted."""
+    return [n for n in SOURCES.names() if kind in SOURCES.get(n).kinds]
+
+
 # built-in sources register themselves on import (after SOURCES exists)
 from bam.data.sources import coco, scenes, synthetic  # noqa: E402,F401
 
-__all__ = ["SOURCES", "ClassPlan", "Item", "Source", "SourceInputs", "get_source"]
+__all__ = ["SOURCES", "ClassPlan", "Item", "Source", "SourceInputs", "get_source", "source_names"]

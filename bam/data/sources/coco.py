@@ -16,15 +16,17 @@ import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bam._io import sha256_bytes, sha256_file
 from bam._paths import inside, require_dir, require_file
-from bam.data.recipe import Recipe
 from bam.data.sources import SOURCES, ClassPlan, Item, SourceInputs
 from bam.errors import BamError
+
+if TYPE_CHECKING:
+    from bam.data.recipe import Recipe
 
 
 def _load_coco(path: Path) -> Any:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bam._io import sha256_bytes
 from bam._paths import inside, require_dir
-from bam.data.recipe import Recipe
 from bam.data.sources import SOURCES, ClassPlan, Item, SourceInputs
 from bam.errors import BamError
+
+if TYPE_CHECKING:
+    from bam.data.recipe import Recipe
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

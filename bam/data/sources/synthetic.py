@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bam.data.recipe import Recipe
 from bam.data.sources import SOURCES, ClassPlan, Item, SourceInputs
 from bam.data.sources._procedural import GENERATOR_VERSION, SHAPES, TEXTURES, make_objects, make_scenes
 from bam.errors import BamError
+
+if TYPE_CHECKING:
+    from bam.data.recipe import Recipe
 
 CHUNK = 64
 _KIND_ID = {"object": 1, "scene": 2}
