@@ -13,6 +13,7 @@ import os
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,6 +169,84 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise BamError(f"config {where}: expected a string, got {value!r}")
         return value
     return value
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a config field accepts beyond its type: a range (``ge``/``gt``, ``lt``) or a set of
+    choices, with a note for the error message (declared with :func:`checked`)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    one_of: tuple[Any, ...] = ()
+    note: str = ""
+
+    def accepts(self, value: Any) -> bool:
+        """Whether a value of the right type is accepted (None, where the type allows it, always is)."""
+        if value is None:
+            return True
+        if self.one_of:
+            return value in self.one_of
+        v = float(value)
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.lt is None or v < self.lt))
+
+    def words(self, tp: Any) -> str:
+        """What is accepted, in words: ``an integer >= 2``, ``a number in [0, 1)``, ``paper, authors_code``."""
+        if self.one_of:
+            text = ", ".join(map(str, self.one_of))
+        else:
+            kind = "an integer" if int in (tp, *typing.get_args(tp)) else "a number"
+            low = [(op, v) for op, v in ((">=", self.ge), (">", self.gt)) if v is not None]
+            high = [("<", self.lt)] if self.lt is not None else []
+            if low and high:
+                left = "[" if low[0][0] == ">=" else "("
+                text = f"{kind} in {left}{low[0][1]:g}, {high[0][1]:g})"
+            else:
+                op, v = (low or high)[0]
+                text = f"{kind} {op} {v:g}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+def checked(default: Any, *, ge: float | None = None, gt: float | None = None, lt: float | None = None,
+            one_of: tuple[Any, ...] = (), note: str = "") -> Any:
+    """A dataclass field with a default whose accepted values are declared once (checked by
+    :func:`check_fields`, which :class:`Validated` dataclasses run on construction)."""
+    return dataclasses.field(default=default, metadata={"check": Check(ge, gt, lt, tuple(one_of), note)})
+
+
+def check_fields(obj: Any) -> None:
+    """Type-check (and coerce, as :func:`from_dict` does: ints to floats, lists to tuples) every
+    field of a frozen dataclass, then apply its declared :class:`Check`; one-line BamError naming
+    the field, its value and what is accepted."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = _coerce(hints[f.name], getattr(obj, f.name), f.name)
+        object.__setattr__(obj, f.name, value)
+        check = f.metadata.get("check")
+        if check is not None and not check.accepts(value):
+            raise BamError(f"{f.name}={value!r} is invalid; accepted: {check.words(hints[f.name])}")
+
+
+def field_of(cls: type, name: str) -> Any:
+    """A copy of field ``name`` of dataclass ``cls`` (default and declared check), for a dataclass
+    that shares the parameter: the check stays declared once."""
+    f = {x.name: x for x in dataclasses.fields(cls)}[name]
+    return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
+class Validated:
+    """Base of frozen config dataclasses whose fields are checked on construction (:func:`check_fields`),
+    however they are built: :func:`from_dict` (YAML, flags) or a Python call."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def params_of(cfg: Any) -> dict[str, Any]:
+    """A dataclass's fields as a flat dict, in declaration order (values as they are, not copied)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
 
 
 def _required(field: dataclasses.Field[Any]) -> bool:

@@ -34,8 +34,9 @@ from typing import Any
 import torch
 
 from bam._io import write_json
+from bam.config import from_dict, params_of
 from bam.methods._boundary_search import FOUND_BY, SearchResult, boundary_search
-from bam.methods.boundary import FAST_SEARCH, SEARCH_DEFAULTS, search_config
+from bam.methods.boundary import FAST_SEARCH, BoundaryGradientParams, search_config
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fast": dict(FAST_SEARCH),
@@ -128,8 +129,9 @@ def main() -> None:
                            "overrides": overrides}
     results: dict[str, SearchResult] = {}
     for name in [v for v in args.variants.split(",") if v]:
-        params = {**SEARCH_DEFAULTS, **VARIANTS[name], **overrides}
-        cfg = search_config(params)
+        typed = from_dict(BoundaryGradientParams, {**VARIANTS[name], **overrides})
+        params = params_of(typed)
+        cfg = search_config(typed)
         t0 = time.process_time()
         results[name] = boundary_search(model, x, cfg, micro_batch=args.micro_batch, seed=args.seed)
         out[name] = {"params": {k: params[k] for k in sorted({**VARIANTS[name], **overrides})},

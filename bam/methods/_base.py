@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bam.config import Validated, params_of
 from bam.registry import Registry
 
 #: Model capabilities a method may require (checked before it runs).
@@ -28,8 +29,9 @@ def _one_pass(params: Mapping[str, Any]) -> int:
     return 1
 
 
-def _no_check(params: Mapping[str, Any]) -> None:
-    """Accept any parameters (the method validates them itself, if at all)."""
+@dataclass(frozen=True)
+class NoParams(Validated):
+    """The parameters of a method that has none."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,12 @@ class MethodInfo:
     title: str
     paper: str
     family: str  # gradient | path | cam | guided | boundary | invertible | inversion | control | plugin
+    #: the parameters (and their paper defaults) of a plug-in, read from its signature; a built-in's
+    #: are derived from ``params``
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: a built-in's parameters: a frozen :class:`bam.config.Validated` dataclass whose defaults are
+    #: the paper configuration and whose fields declare what they accept (loaded by bam.config.from_dict)
+    params: type | None = None
     requires: tuple[str, ...] = ()
     stochastic: bool = False
     #: forward+backward passes per image for given (resolved) params
@@ -49,11 +56,14 @@ class MethodInfo:
     expands_batch: bool = False
     #: False for controls that never call the model
     uses_model: bool = True
-    #: validates resolved params (one-line BamError), called before any work is done
-    check: Callable[[Mapping[str, Any]], None] = _no_check
     description: str = ""
 
     def __post_init__(self) -> None:
+        if self.params is not None:
+            derived = params_of(self.params())
+            if self.defaults and dict(self.defaults) != derived:
+                raise ValueError(f"method {self.name}: defaults are derived from params; give one of them")
+            object.__setattr__(self, "defaults", derived)
         object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
         bad = set(self.requires) - set(CAPABILITIES)
         if bad:
@@ -79,7 +89,7 @@ class AttributionResult:
 
 
 #: A method: ``fn(model, inputs, target, **params) -> Tensor | AttributionResult`` (its keyword
-#: parameters are its own: MethodInfo.defaults lists them).
+#: parameters are the fields of MethodInfo.params, plus ``micro_batch`` and ``seed`` where it takes them).
 MethodFn = Callable[..., "Tensor | AttributionResult"]
 
 

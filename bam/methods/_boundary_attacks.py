@@ -65,12 +65,12 @@ def pgd_level(net: Net, x: Tensor, label: Tensor, start: Tensor, eps: float,
               cfg: SearchConfig) -> tuple[Tensor, Tensor]:
     """L2 PGD at radius ``eps`` from ``start`` for every row (Madry et al., ICLR 2018).
 
-    Step ``cfg.step_scale * eps / cfg.steps`` along g/||g||_2, then projection onto the eps-ball and [0, 1].
+    Step ``cfg.step_scale * eps / cfg.attack_steps`` along g/||g||_2, then projection onto the eps-ball and [0, 1].
     Returns (candidate, found): the final iterate if it is misclassified, else the last
     misclassified iterate; ``found`` marks rows where some iterate was misclassified.
     Costs ``steps`` forward+backward passes and one extra forward per row.
     """
-    steps = cfg.steps
+    steps = cfg.attack_steps
     alpha = cfg.step_scale * eps / steps
     adv = start.clone()
     cand = x.clone()

@@ -17,9 +17,9 @@ radius skipping (``skip_factor``) is a heuristic, exact only for linear models.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bam.config import Validated, checked
 from bam.errors import BamError
 
 LOSSES = ("margin", "ce")
@@ -35,57 +35,43 @@ REFINE_BISECTION = 8
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """Parameters of :func:`bam.methods._boundary_search.boundary_search` (radii in pixel L2 units)."""
+class SearchConfig(Validated):
+    """Parameters of :func:`bam.methods._boundary_search.boundary_search` (radii in pixel L2 units);
+    what each field accepts is declared here, once (the boundary methods' parameters are checked by
+    building this)."""
 
     epsilons: tuple[float, ...]
-    steps: int = 40
-    step_scale: float = 2.5
-    loss: str = "margin"
+    attack_steps: int = checked(40, ge=1)
+    step_scale: float = checked(2.5, gt=0)
+    loss: str = checked("margin", one_of=LOSSES)
     early_exit: bool = True
-    skip_factor: float = 0.8
-    estimate_classes: int = 9
-    cw: str = "failed"
-    cw_steps: int = 100
-    cw_search_steps: int = 5
-    cw_lr: float = 0.01
-    cw_c0: float = 1.0
-    bisection_steps: int = 10
-    start: str = "grid"
-    deepfool_steps: int = 10
-    overshoot: float = 0.02
-    refine_steps: int = 0
+    skip_factor: float = checked(0.8, ge=0, note="0 disables skipping")
+    estimate_classes: int = checked(9, ge=1)
+    cw: str = checked("failed", one_of=CW_MODES)
+    cw_steps: int = checked(100, ge=1)
+    cw_search_steps: int = checked(5, ge=1)
+    cw_lr: float = checked(0.01, gt=0)
+    cw_c0: float = checked(1.0, gt=0)
+    bisection_steps: int = checked(10, ge=0)
+    start: str = checked("grid", one_of=STARTS)
+    deepfool_steps: int = checked(10, ge=1)
+    overshoot: float = checked(0.02, ge=0, lt=1)
+    refine_steps: int = checked(0, ge=0)
 
     def __post_init__(self) -> None:
-        """Normalise the grid to floats and validate every field (one-line BamError)."""
-        eps = tuple(float(e) for e in self.epsilons)
-        object.__setattr__(self, "epsilons", eps)
+        """Check every field, then the grid (non-empty, strictly ascending, positive)."""
+        super().__post_init__()
+        eps = self.epsilons
         if not eps or any(not e > 0 for e in eps) or any(b <= a for a, b in itertools.pairwise(eps)):
-            raise BamError(f"bad epsilons {list(eps)}; accepted: a non-empty, strictly ascending list of positive "
-                           "L2 radii in pixel units")
-        for name, low in (("steps", 1), ("cw_steps", 1), ("cw_search_steps", 1), ("bisection_steps", 0),
-                          ("estimate_classes", 1), ("deepfool_steps", 1), ("refine_steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise BamError(f"bad {name} {value!r}; accepted: an integer >= {low}")
-        for name in ("step_scale", "cw_lr", "cw_c0"):
-            if not float(getattr(self, name)) > 0:
-                raise BamError(f"bad {name} {getattr(self, name)!r}; accepted: a positive number")
-        if not float(self.skip_factor) >= 0:
-            raise BamError(f"bad skip_factor {self.skip_factor!r}; accepted: a number >= 0 (0 disables skipping)")
-        if not 0 <= float(self.overshoot) < 1:
-            raise BamError(f"bad overshoot {self.overshoot!r}; accepted: a number in [0, 1)")
-        for name, value, accepted in (("loss", self.loss, LOSSES), ("cw", self.cw, CW_MODES),
-                                      ("start", self.start, STARTS)):
-            if value not in accepted:
-                raise BamError(f"bad {name} {value!r}; accepted: {', '.join(accepted)}")
+            raise BamError(f"epsilons={list(eps)} is invalid; accepted: a non-empty, strictly ascending list of "
+                           "positive L2 radii in pixel units")
 
     def worst_case_passes(self) -> int:
         """Worst-case model passes per image (forward+backward or forward only, each counted as one)."""
         k = self.estimate_classes
         deepfool = self.deepfool_steps * (k + 1) if self.start == "deepfool" else 0
         estimate = k if self.skips() and self.start == "grid" else 0
-        pgd = len(self.epsilons) * (self.steps + 1)
+        pgd = len(self.epsilons) * (self.attack_steps + 1)
         cw = 0 if self.cw == "off" else self.cw_search_steps * self.cw_steps
         bisections = self.bisection_steps * (1 + (self.cw == "all"))  # the winner, and CW's rival point
         refine = self.refine_steps * (1 + REFINE_CANDIDATES + REFINE_BISECTION)
@@ -94,15 +80,3 @@ class SearchConfig:
     def skips(self) -> bool:
         """Whether radius skipping is on (it needs the first-order estimate and more than one epsilon)."""
         return self.skip_factor > 0 and len(self.epsilons) > 1
-
-
-def check_epsilons(value: Sequence[float] | float) -> tuple[float, ...]:
-    """Normalise an epsilon grid given as a number or a list (from YAML or flags) to a tuple."""
-    if isinstance(value, bool):
-        raise BamError(f"bad epsilons {value!r}; accepted: a number or a list of positive numbers")
-    if isinstance(value, (int, float)):
-        return (float(value),)
-    try:
-        return tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise BamError(f"bad epsilons {value!r}; accepted: a number or a list of positive numbers") from None

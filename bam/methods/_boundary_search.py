@@ -37,11 +37,10 @@ from torch import Tensor
 
 from bam.errors import BamError
 from bam.methods._boundary_attacks import Net, batch_shape, bisect, carlini_wagner, pgd_level, random_start
-from bam.methods._boundary_config import CW_MODES, LOSSES, STARTS, SearchConfig, check_epsilons
+from bam.methods._boundary_config import CW_MODES, LOSSES, STARTS, SearchConfig
 from bam.methods._boundary_deepfool import deepfool, linear_step, project_polish, rival_classes
 
-__all__ = ["CW_MODES", "FOUND_BY", "LOSSES", "STARTS", "SearchConfig", "SearchResult", "boundary_search",
-           "check_epsilons"]
+__all__ = ["CW_MODES", "FOUND_BY", "LOSSES", "STARTS", "SearchConfig", "SearchResult", "boundary_search"]
 
 #: Codes of the ``found_by`` record.
 FOUND_BY = {"failed": 0, "pgd": 1, "cw": 2, "deepfool": 3}
@@ -128,7 +127,7 @@ def _pgd_grid(state: _State, rows: Tensor, first_level: Tensor) -> None:
         if idx.numel() == 0:
             continue
         cand, found = pgd_level(net, x[idx], label[idx], start[idx], eps, cfg)
-        state.grad_evals[idx] += cfg.steps
+        state.grad_evals[idx] += cfg.attack_steps
         state.fwd_evals[idx] += 1
         d = (cand - x[idx]).flatten(1).norm(dim=1)
         better = found & (d < pgd_d[idx])

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bam.config import from_dict, params_of
 from bam.errors import BamError
 from bam.methods._base import METHODS, AttributionResult, MethodFn, MethodInfo
 
@@ -83,16 +84,27 @@ def get_info(name: str) -> MethodInfo:
     return resolve_method(name)[1]
 
 
+#: Parameters of the call rather than of the method (how to batch, which noise), passed through.
+CALL_PARAMS = ("micro_batch", "seed")
+
+
 def resolve_params(info: MethodInfo, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overridden by ``params``, validated by ``info.check``; unknown names raise
-    (plug-ins accept anything)."""
-    unknown = set(params) - set(info.defaults) - {"micro_batch", "seed"}
+    """Defaults overridden by ``params``: a built-in's through its parameter dataclass
+    (:func:`bam.config.from_dict`: unknown names, types and ranges are one-line errors); a
+    plug-in's over the defaults of its signature (it accepts anything)."""
+    call = {k: v for k, v in params.items() if k in CALL_PARAMS}
+    own = {k: v for k, v in params.items() if k not in CALL_PARAMS}
+    unknown = set(own) - set(info.defaults)
     if unknown and info.family != "plugin":
         raise BamError(f"unknown parameter(s) {', '.join(sorted(unknown))} for method {info.name!r}; "
-                       f"accepted: {', '.join(sorted(info.defaults)) or '(none)'}, micro_batch, seed")
-    resolved = {**info.defaults, **params}
-    info.check({k: v for k, v in resolved.items() if k not in ("micro_batch", "seed")})
-    return resolved
+                       f"accepted: {', '.join(sorted(info.defaults)) or '(none)'}, {', '.join(CALL_PARAMS)}")
+    if info.params is None:
+        return {**info.defaults, **params}
+    try:
+        typed = from_dict(info.params, own)
+    except BamError as exc:
+        raise BamError(f"method {info.name!r}: {exc}") from None
+    return {**params_of(typed), **call}
 
 
 def check_model(info: MethodInfo, model: torch.nn.Module | None) -> None:

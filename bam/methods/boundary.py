@@ -35,18 +35,19 @@ radius skipping ran), ``gradient_evals`` and ``forward_evals`` of the search. Fa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from bam.errors import BamError
+from bam.config import Validated, field_of
 from bam.methods._base import AttributionResult, MethodInfo, register_method
-from bam.methods._batching import auto_micro_batch, chunks
-from bam.methods._boundary_search import SearchConfig, SearchResult, boundary_search, check_epsilons
-from bam.methods._grad import target_logit_grad
+from bam.methods._batching import resolve_micro_batch
+from bam.methods._boundary_search import SearchConfig, SearchResult, boundary_search
+from bam.methods._grad import level_grads, target_logit_grad
 from bam.methods._space import search_view
+from bam.methods.integrated_gradients import IGParams, alphas
 
 #: The reference epsilon grid (Wang et al. 2022 code), in ImageNet-normalised input units.
 REFERENCE_EPSILONS = (36 / 255, 64 / 255, 0.3, 0.5, 0.7, 0.9, 1.1)
@@ -57,27 +58,42 @@ PIXEL_EPSILONS = tuple(round(e * NORMALIZED_TO_PIXEL, 5) for e in REFERENCE_EPSI
 
 _PAPER = "Wang, Fredrikson & Datta, Robust Models Are More Interpretable Because Attributions Look Normal, ICML 2022"
 
-#: The ``paper`` configuration: the reference procedure of Wang et al. (PGD over the whole grid,
-#: then CW on every image, keep the closer point; no radius skipping, no DeepFool, no polish),
-#: plus bam's bisection onto the boundary.
-SEARCH_DEFAULTS: dict[str, Any] = {
-    "epsilons": PIXEL_EPSILONS,
-    "attack_steps": 40,
-    "step_scale": 2.5,
-    "loss": "margin",
-    "early_exit": True,
-    "skip_factor": 0.0,
-    "estimate_classes": 9,
-    "cw": "all",
-    "cw_steps": 100,
-    "cw_search_steps": 5,
-    "cw_lr": 0.01,
-    "bisection_steps": 10,
-    "start": "grid",
-    "deepfool_steps": 10,
-    "overshoot": 0.02,
-    "refine_steps": 0,
-}
+@dataclass(frozen=True)
+class BoundaryGradientParams(Validated):
+    """The boundary search's parameters; the defaults are the ``paper`` configuration: the reference
+    procedure of Wang et al. (PGD over the whole grid, then CW on every image, keep the closer point;
+    no radius skipping, no DeepFool, no polish), plus bam's bisection onto the boundary. What each
+    accepts is declared once, in :class:`SearchConfig` (built, hence checked, on construction)."""
+
+    epsilons: tuple[float, ...] = PIXEL_EPSILONS
+    attack_steps: int = 40
+    step_scale: float = 2.5
+    loss: str = "margin"
+    early_exit: bool = True
+    skip_factor: float = 0.0
+    estimate_classes: int = 9
+    cw: str = "all"
+    cw_steps: int = 100
+    cw_search_steps: int = 5
+    cw_lr: float = 0.01
+    bisection_steps: int = 10
+    start: str = "grid"
+    deepfool_steps: int = 10
+    overshoot: float = 0.02
+    refine_steps: int = 0
+
+    def __post_init__(self) -> None:
+        """Check the types, then the values (by building the search configuration)."""
+        super().__post_init__()
+        search_config(self)
+
+
+@dataclass(frozen=True)
+class BoundaryIGParams(BoundaryGradientParams):
+    """BIG's parameters: the search's, and the IG quadrature of ``integrated_gradients``."""
+
+    ig_steps: int = field_of(IGParams, "steps")
+
 
 #: bam's fast search (a named option, e.g. for configs/eval/default.yaml): DeepFool start, the grid
 #: search only where DeepFool failed (with radius skipping), CW only where both failed, and boundary
@@ -86,28 +102,21 @@ FAST_SEARCH: dict[str, Any] = {"start": "deepfool", "estimate_classes": 3, "skip
                                "refine_steps": 8}
 
 
-def search_config(params: Mapping[str, Any]) -> SearchConfig:
-    """Build the search configuration from method parameters (validated, one-line errors)."""
-    for name in ("step_scale", "skip_factor", "cw_lr", "overshoot"):
-        if isinstance(params[name], bool) or not isinstance(params[name], (int, float)):
-            raise BamError(f"bad {name} {params[name]!r}; accepted: a number")
-    return SearchConfig(
-        epsilons=check_epsilons(params["epsilons"]), steps=params["attack_steps"],
-        step_scale=float(params["step_scale"]), loss=params["loss"], early_exit=bool(params["early_exit"]),
-        skip_factor=float(params["skip_factor"]), estimate_classes=params["estimate_classes"],
-        cw=params["cw"], cw_steps=params["cw_steps"], cw_search_steps=params["cw_search_steps"],
-        cw_lr=float(params["cw_lr"]), bisection_steps=params["bisection_steps"], start=params["start"],
-        deepfool_steps=params["deepfool_steps"], overshoot=float(params["overshoot"]),
-        refine_steps=params["refine_steps"])
+def search_config(params: BoundaryGradientParams) -> SearchConfig:
+    """The search configuration of the methods' parameters (the search's fields, ``cw_c0`` at its default)."""
+    return SearchConfig(**{f.name: getattr(params, f.name) for f in fields(BoundaryGradientParams)})
 
 
 def _passes(with_ig: bool) -> Callable[[Mapping[str, Any]], int]:
     """passes(params): worst-case search passes plus ``ig_steps`` (BIG) or one gradient (BG) per image."""
 
+    cls = BoundaryIGParams if with_ig else BoundaryGradientParams
+
     def passes(params: Mapping[str, Any]) -> int:
         """Worst-case forward+backward passes per image for resolved ``params``."""
-        attribution = int(params.get("ig_steps", 25)) if with_ig else 1
-        return search_config({**SEARCH_DEFAULTS, **params}).worst_case_passes() + attribution
+        p = cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+        attribution = p.ig_steps if isinstance(p, BoundaryIGParams) else 1
+        return search_config(p).worst_case_passes() + attribution
 
     return passes
 
@@ -125,88 +134,65 @@ def _records(res: SearchResult) -> dict[str, Tensor]:
     }
 
 
-def _search(model: torch.nn.Module, inputs: Tensor, params: Mapping[str, Any], micro_batch: int,
+def _search(model: torch.nn.Module, inputs: Tensor, params: BoundaryGradientParams, micro_batch: int,
             seed: int) -> tuple[SearchResult, int]:
     """Run the boundary search for a batch; returns the result and the resolved micro-batch."""
     cfg = search_config(params)
-    mb = int(micro_batch) if micro_batch and int(micro_batch) > 0 else auto_micro_batch(model, inputs)
+    mb = resolve_micro_batch(model, inputs, micro_batch)
     search_model, search_inputs, back = search_view(model, inputs)  # model space: pixels at network size
     res = boundary_search(search_model, search_inputs, cfg, micro_batch=mb, seed=int(seed))
     return replace(res, boundary=back(res.boundary)), mb
-
-
-def _check_ig_steps(steps: Any) -> None:
-    """IG needs at least the two end points of the path."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise BamError(f"bad ig_steps {steps!r}; accepted: an integer >= 2")
-
-
-def _validate(params: Mapping[str, Any], with_ig: bool) -> None:
-    """Check the search (and BIG's path) parameters before any work."""
-    search_config(params)
-    if with_ig:
-        _check_ig_steps(params["ig_steps"])
 
 
 def path_integrated_gradients(model: torch.nn.Module, inputs: Tensor, baselines: Tensor, target: Tensor,
                               steps: int, micro_batch: int) -> Tensor:
     """IG from per-image ``baselines`` to ``inputs`` (Sundararajan et al., ICML 2017).
 
-    Quadrature of the ``integrated_gradients`` method: alphas = linspace(0, 1, steps), the
-    gradients averaged, times (x - baseline). The [steps x N] path points are built a micro-batch
-    at a time (alpha-major order) and each image sums its gradients in alpha order, so the result
-    does not depend on ``micro_batch``.
+    Quadrature of the ``integrated_gradients`` method (:func:`~bam.methods.integrated_gradients.alphas`):
+    alphas = linspace(0, 1, steps), the gradients averaged, times (x - baseline). The path points
+    are pushed through the model by :func:`~bam.methods._grad.level_grads` (alpha-major, each image
+    summing its gradients in alpha order), so the result does not depend on ``micro_batch``.
     """
-    _check_ig_steps(steps)
-    n = inputs.shape[0]
-    alphas = torch.linspace(0.0, 1.0, steps, device=inputs.device, dtype=inputs.dtype)
+    steps = IGParams(steps=steps).steps
+    a = alphas(steps, inputs)
     diff = inputs - baselines
     total = torch.zeros_like(inputs)
-    for sl in chunks(steps * n, micro_batch):
-        rows = torch.arange(sl.start, sl.stop, device=inputs.device)
-        a_idx, i_idx = rows // n, rows % n
-        shape = (-1,) + (1,) * (inputs.dim() - 1)
-        points = baselines[i_idx] + alphas[a_idx].view(shape) * diff[i_idx]
-        grads, _ = target_logit_grad(model, points, target[i_idx])
-        # add segment by segment (one alpha each) so every image accumulates in alpha order
-        start = sl.start
-        while start < sl.stop:
-            a = start // n
-            stop = min(sl.stop, (a + 1) * n)
-            total[start - a * n: stop - a * n] += grads[start - sl.start: stop - sl.start]
-            start = stop
+
+    def rows(level: int, sl: slice) -> Tensor:
+        return baselines[sl] + a[level] * diff[sl]
+
+    for _level, sl, g, _ in level_grads(model, inputs.shape[0], steps, rows, target, micro_batch):
+        total[sl] += g
     return total / steps * diff
 
 
 @register_method(MethodInfo(
     name="boundary_ig", title="Boundary integrated gradients (BIG)", paper=_PAPER, family="boundary",
-    defaults={**SEARCH_DEFAULTS, "ig_steps": 25}, stochastic=True, passes=_passes(True), expands_batch=True,
-    check=lambda p: _validate(p, with_ig=True),
+    params=BoundaryIGParams, stochastic=True, passes=_passes(True), expands_batch=True,
     description="IG from the closest boundary point x' to x; default search = the reference (L2 PGD over the "
                 "reference grid x 0.226 in pixel L2 units, then CW on every image, bisection); start=deepfool "
                 "for the fast search."))
 def boundary_ig(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0, seed: int = 0,
                 **params: Any) -> AttributionResult:
     """BIG: integrated gradients of the target logit from the boundary point x' to x."""
-    _check_ig_steps(params["ig_steps"])
-    res, mb = _search(model, inputs, params, micro_batch, seed)
+    p = BoundaryIGParams(**params)
+    res, mb = _search(model, inputs, p, micro_batch, seed)
     attr = torch.zeros_like(inputs)
     idx = res.success.nonzero().squeeze(1)
     if idx.numel():
         attr[idx] = path_integrated_gradients(model, inputs[idx].detach(), res.boundary[idx], target[idx],
-                                              params["ig_steps"], mb)
+                                              p.ig_steps, mb)
     return AttributionResult(attr, extras=_records(res), valid=res.success.clone())
 
 
 @register_method(MethodInfo(
     name="boundary_gradient", title="Boundary gradient (BG)", paper=_PAPER, family="boundary",
-    defaults=dict(SEARCH_DEFAULTS), stochastic=True, passes=_passes(False), expands_batch=True,
-    check=lambda p: _validate(p, with_ig=False),
+    params=BoundaryGradientParams, stochastic=True, passes=_passes(False), expands_batch=True,
     description="Gradient of the target logit at the closest boundary point x' (same search as boundary_ig)."))
 def boundary_gradient(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,
                       seed: int = 0, **params: Any) -> AttributionResult:
     """BG: the gradient of the target logit at the boundary point x'."""
-    res, mb = _search(model, inputs, params, micro_batch, seed)
+    res, mb = _search(model, inputs, BoundaryGradientParams(**params), micro_batch, seed)
     attr = torch.zeros_like(inputs)
     idx = res.success.nonzero().squeeze(1)
     if idx.numel():

@@ -13,14 +13,15 @@ Each map is H×W and repeated on every input channel, so attributions have the i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bam.errors import BamError
-from bam.methods._base import MethodInfo, register_method
+from bam.config import Validated, checked
+from bam.methods._base import MethodInfo, NoParams, register_method
 from bam.methods._grad import noise_generator
 
 ADEBAYO = "Adebayo, Gilmer, Muelly, Goodfellow, Hardt, Kim. Sanity Checks for Saliency Maps. NeurIPS 2018"
@@ -37,7 +38,7 @@ def _broadcast(maps: Tensor, inputs: Tensor) -> Tensor:
 
 
 @register_method(MethodInfo(
-    name="random", title="Random map (control)", paper=ADEBAYO, family="control", stochastic=True,
+    name="random", params=NoParams, title="Random map (control)", paper=ADEBAYO, family="control", stochastic=True,
     passes=_no_pass, uses_model=False, description="Seeded uniform noise map, same on every channel.",
 ))
 def random_map(model: torch.nn.Module | None, inputs: Tensor, target: Tensor, *, seed: int = 0,
@@ -60,7 +61,7 @@ def sobel_magnitude(inputs: Tensor) -> Tensor:
 
 
 @register_method(MethodInfo(
-    name="edge", title="Sobel edge map (control)", paper=ADEBAYO, family="control", passes=_no_pass,
+    name="edge", params=NoParams, title="Sobel edge map (control)", paper=ADEBAYO, family="control", passes=_no_pass,
     uses_model=False, description="Sobel gradient magnitude of the grey-level input, same on every channel.",
 ))
 def edge(model: torch.nn.Module | None, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
@@ -77,20 +78,20 @@ def centred_gaussian(height: int, width: int, sigma: float, like: Tensor) -> Ten
     return torch.exp(-r2 / (2 * s * s))
 
 
-def _check_sigma(sigma: Any) -> None:
-    """sigma is a positive fraction of the image side."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma <= 0:
-        raise BamError(f"sigma={sigma!r} is invalid; accepted: a number > 0 (fraction of the image side)")
+@dataclass(frozen=True)
+class CenterParams(Validated):
+    """The centred Gaussian's width."""
+
+    sigma: float = checked(0.25, gt=0, note="fraction of the image side")
 
 
 @register_method(MethodInfo(
     name="center", title="Centred Gaussian (control)", paper=ADEBAYO, family="control",
-    defaults={"sigma": 0.25}, passes=_no_pass, uses_model=False, check=lambda p: _check_sigma(p["sigma"]),
+    params=CenterParams, passes=_no_pass, uses_model=False,
     description="Gaussian centred on the image, std = sigma * image side, same for every image and channel.",
 ))
-def center(model: torch.nn.Module | None, inputs: Tensor, target: Tensor, *, sigma: float = 0.25,
+def center(model: torch.nn.Module | None, inputs: Tensor, target: Tensor, *, sigma: float = CenterParams.sigma,
            micro_batch: int = 0) -> Tensor:
     """The same centred Gaussian for every image."""
-    _check_sigma(sigma)
-    g = centred_gaussian(inputs.shape[2], inputs.shape[3], float(sigma), inputs)
+    g = centred_gaussian(inputs.shape[2], inputs.shape[3], CenterParams(sigma).sigma, inputs)
     return g.expand_as(inputs).contiguous()

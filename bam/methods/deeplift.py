@@ -36,6 +36,7 @@ import contextlib
 import functools
 import weakref
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from bam.config import Validated
 from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
@@ -336,21 +338,22 @@ def _passes(params: Mapping[str, Any]) -> int:
     return 1
 
 
-def check_baseline(baseline: Any) -> None:
-    """The baseline is one pixel value (0 = black image)."""
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
-        raise BamError(f"baseline={baseline!r} is invalid; accepted: a pixel value (0 = black image)")
+@dataclass(frozen=True)
+class DeepLiftParams(Validated):
+    """DeepLIFT's reference: the constant pixel value of the baseline image (0 = black)."""
+
+    baseline: float = 0.0
 
 
 @register_method(MethodInfo(
     name="deeplift", title="DeepLIFT (Rescale)", paper=SHRIKUMAR2017, family="gradient",
-    defaults={"baseline": 0.0}, passes=_passes, check=lambda p: check_baseline(p["baseline"]),
+    params=DeepLiftParams, passes=_passes,
     description="DeepLIFT Rescale rule (exact max-pool rule), black baseline; refuses reused or functional ReLUs.",
 ))
-def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: float = 0.0,
+def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: float = DeepLiftParams.baseline,
              micro_batch: int = 0) -> AttributionResult:
     """DeepLIFT-Rescale attributions of the target logit against a constant baseline image."""
-    check_baseline(baseline)
+    baseline = DeepLiftParams(baseline).baseline
     require_relu_modules(model, inputs, "deeplift", once=True)
     mb = resolve_micro_batch(model, inputs, micro_batch)
     attr = torch.empty_like(inputs)

@@ -45,24 +45,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bam.config import Validated, checked, params_of
 from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
-from bam.methods._batching import auto_micro_batch, chunks
-
-_DEFAULTS: dict[str, Any] = {
-    "objective": "paper",
-    "stage1_weight": None,
-    "stage2_weight": None,
-    "stage1_steps": 10,
-    "stage2_steps": 70,
-    "lr": 0.01,
-    "lr_halve_every": 10,
-    "blur_sigma": 5.0,
-    "init_weight": 0.1,
-}
+from bam.methods._batching import chunks, resolve_micro_batch
 
 #: objective -> (stage-1 weight, stage-2 weight) when ``stage1_weight``/``stage2_weight`` are null.
 OBJECTIVE_WEIGHTS: dict[str, tuple[float, float]] = {"paper": (10.0, 1.0), "authors_code": (5.0, 2.0)}
+_WEIGHT = "or null for the objective's weight"
+
+
+@dataclass(frozen=True)
+class FeatureInversionParams(Validated):
+    """The parameters of guided feature inversion (defaults: the paper, Du et al. 2018)."""
+
+    objective: str = checked("paper", one_of=tuple(OBJECTIVE_WEIGHTS))
+    stage1_weight: float | None = checked(None, ge=0, note=_WEIGHT)
+    stage2_weight: float | None = checked(None, ge=0, note=_WEIGHT)
+    stage1_steps: int = checked(10, ge=0)
+    stage2_steps: int = checked(70, ge=0)
+    lr: float = checked(0.01, gt=0)
+    lr_halve_every: int = checked(10, ge=1)
+    blur_sigma: float = checked(5.0, gt=0)
+    init_weight: float = checked(0.1, gt=0)
+
+    def weights(self) -> tuple[float, float]:
+        """(stage-1 weight, stage-2 weight), the objective's where null."""
+        w1, w2 = OBJECTIVE_WEIGHTS[self.objective]
+        return (w1 if self.stage1_weight is None else self.stage1_weight,
+                w2 if self.stage2_weight is None else self.stage2_weight)
 
 
 class _StopForward(Exception):
@@ -119,35 +130,6 @@ def inversion_mask(weights: Tensor, acts: Tensor, size: tuple[int, int]) -> Tens
     return F.interpolate(s, size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
 
 
-def _validate(params: Mapping[str, Any]) -> None:
-    """Check the parameters before any work (see :func:`_check`)."""
-    _check(params)
-
-
-def _check(params: Mapping[str, Any]) -> tuple[str, float, float]:
-    """Validate parameters (one-line BamError naming the bad value); return (objective, weight 1, weight 2)."""
-    objective = params["objective"]
-    if objective not in OBJECTIVE_WEIGHTS:
-        raise BamError(f"bad objective {objective!r}; accepted: {', '.join(OBJECTIVE_WEIGHTS)}")
-    for name, low in (("stage1_steps", 0), ("stage2_steps", 0), ("lr_halve_every", 1)):
-        v = params[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise BamError(f"bad {name} {v!r}; accepted: an integer >= {low}")
-    for name in ("lr", "blur_sigma", "init_weight"):
-        v = params[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) > 0:
-            raise BamError(f"bad {name} {v!r}; accepted: a positive number")
-    weights = []
-    for i, name in enumerate(("stage1_weight", "stage2_weight")):
-        v = params[name]
-        if v is None:
-            v = OBJECTIVE_WEIGHTS[objective][i]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) >= 0:
-            raise BamError(f"bad {name} {v!r}; accepted: a number >= 0, or null for the objective's weight")
-        weights.append(float(v))
-    return objective, weights[0], weights[1]
-
-
 def feature_error(feat: Tensor, ref: Tensor, objective: str) -> Tensor:
     """Stage-1 task term per image: ||f - f_ref||² summed (``paper``), divided by ||f_ref||² (``authors_code``)."""
     err = (feat - ref).pow(2).flatten(1).sum(1)
@@ -163,7 +145,7 @@ def weight_penalty(w: Tensor, objective: str) -> Tensor:
 
 def _passes(params: Mapping[str, Any]) -> int:
     """Passes per image: one forward for A, stage 1 (partial), two forwards+backwards per stage-2 step."""
-    p = {**_DEFAULTS, **params}
+    p = {**params_of(FeatureInversionParams()), **params}
     return 1 + int(p["stage1_steps"]) + 2 * int(p["stage2_steps"])
 
 
@@ -177,19 +159,20 @@ class Inversion:
     remove_prob: Tensor
 
 
-def invert(model: torch.nn.Module, inputs: Tensor, target: Tensor, params: Mapping[str, Any],
+def invert(model: torch.nn.Module, inputs: Tensor, target: Tensor, params: FeatureInversionParams,
            micro_batch: int) -> Inversion:
-    """Run both stages for a batch (``params``: all of the method's parameters, resolved)."""
-    objective, weight1, weight2 = _check(params)
+    """Run both stages for a batch."""
+    objective = params.objective
+    weight1, weight2 = params.weights()
     layer = cast(torch.nn.Module, model.gradcam_layer)
     x = inputs.detach()
     n = x.shape[0]
     size = (x.shape[2], x.shape[3])
-    mb = int(micro_batch) if micro_batch and int(micro_batch) > 0 else auto_micro_batch(model, x)
+    mb = resolve_micro_batch(model, x, micro_batch)
     with torch.no_grad():
         acts = torch.cat([_layer_forward(model, layer, x[sl], full=False)[0] for sl in chunks(n, mb)])
-        background = gaussian_blur(x, float(params["blur_sigma"]))
-    w = torch.full((n, acts.shape[1]), float(params["init_weight"]), device=x.device, dtype=x.dtype,
+        background = gaussian_blur(x, params.blur_sigma)
+    w = torch.full((n, acts.shape[1]), params.init_weight, device=x.device, dtype=x.dtype,
                    requires_grad=True)
     keep_prob = torch.full((n,), float("nan"), device=x.device)
     remove_prob = torch.full((n,), float("nan"), device=x.device)
@@ -221,12 +204,12 @@ def invert(model: torch.nn.Module, inputs: Tensor, target: Tensor, params: Mappi
         with torch.no_grad():
             w.clamp_(min=0.0)
 
-    opt1 = torch.optim.Adam([w], lr=float(params["lr"]))
-    for _ in range(params["stage1_steps"]):
+    opt1 = torch.optim.Adam([w], lr=params.lr)
+    for _ in range(params.stage1_steps):
         step(opt1, 1)
-    opt2 = torch.optim.Adam([w], lr=float(params["lr"]))
-    sched = torch.optim.lr_scheduler.StepLR(opt2, step_size=params["lr_halve_every"], gamma=0.5)
-    for _ in range(params["stage2_steps"]):
+    opt2 = torch.optim.Adam([w], lr=params.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt2, step_size=params.lr_halve_every, gamma=0.5)
+    for _ in range(params.stage2_steps):
         step(opt2, 2)
         sched.step()
     return Inversion(w.detach(), acts, keep_prob, remove_prob)
@@ -235,15 +218,14 @@ def invert(model: torch.nn.Module, inputs: Tensor, target: Tensor, params: Mappi
 @register_method(MethodInfo(
     name="guided_feature_inversion", title="Guided feature inversion",
     paper="Du, Liu, Song & Hu, Towards Explanation of DNN-based Prediction with Guided Feature Inversion, KDD 2018",
-    family="inversion", defaults=_DEFAULTS, requires=("conv_layer",), passes=_passes, expands_batch=True,
-    check=_validate,
+    family="inversion", params=FeatureInversionParams, requires=("conv_layer",), passes=_passes, expands_batch=True,
     description="A mask from non-negative channel weights of the last conv stage, optimised to preserve the "
                 "representation (stage 1) and the target probability while its complement removes it (stage 2); "
                 "objective paper (gamma 10, delta 1, L1) or authors_code (relative error, L2^2 weights 5, 2)."))
 def guided_feature_inversion(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0,
                              **params: Any) -> AttributionResult:
     """Guided feature inversion mask (Du et al., KDD 2018), broadcast to the input channels."""
-    inv = invert(model, inputs, target, params, micro_batch)
+    inv = invert(model, inputs, target, FeatureInversionParams(**params), micro_batch)
     with torch.no_grad():
         mask = inversion_mask(inv.weights, inv.acts, (inputs.shape[2], inputs.shape[3]))
     attr = mask.expand(-1, inputs.shape[1], -1, -1).contiguous()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bam.errors import BamError
-from bam.methods._base import MethodInfo, register_method
+from bam.methods._base import MethodInfo, NoParams, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
 from bam.methods.guided import SPRINGENBERG, guided_backprop_grads
 
@@ -80,7 +80,7 @@ def _two_passes(params: Mapping[str, Any]) -> int:
 
 
 @register_method(MethodInfo(
-    name="gradcam", title="GradCAM", paper=SELVARAJU, family="cam", requires=("conv_layer",),
+    name="gradcam", params=NoParams, title="GradCAM", paper=SELVARAJU, family="cam", requires=("conv_layer",),
     description="ReLU(sum_k mean(dlogit/dA_k) A_k) on the last conv stage, bilinear upsample, / per-image max.",
 ))
 def gradcam(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
@@ -91,7 +91,7 @@ def gradcam(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_bat
 
 @register_method(MethodInfo(
     name="guided_gradcam", title="Guided GradCAM", paper=f"{SELVARAJU}; {SPRINGENBERG}", family="guided",
-    requires=("conv_layer",), passes=_two_passes,
+    params=NoParams, requires=("conv_layer",), passes=_two_passes,
     description="Guided backpropagation times the (upsampled, normalised) GradCAM map.",
 ))
 def guided_gradcam(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bam.methods._base import MethodInfo, register_method
+from bam.methods._base import MethodInfo, NoParams, register_method
 from bam.methods._batching import resolve_micro_batch
 from bam.methods._grad import target_logit_grad
 
@@ -23,7 +23,7 @@ SHRIKUMAR = "Shrikumar, Greenside, Shcherbina, Kundaje. Not Just a Black Box. ar
 
 
 @register_method(MethodInfo(
-    name="gradient", title="Vanilla gradient", paper=SIMONYAN, family="gradient",
+    name="gradient", params=NoParams, title="Vanilla gradient", paper=SIMONYAN, family="gradient",
     description="Signed gradient of the target logit with respect to the input pixels.",
 ))
 def gradient(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
@@ -33,7 +33,7 @@ def gradient(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_ba
 
 
 @register_method(MethodInfo(
-    name="grad_x_input", title="Gradient x input", paper=SHRIKUMAR, family="gradient",
+    name="grad_x_input", params=NoParams, title="Gradient x input", paper=SHRIKUMAR, family="gradient",
     description="Gradient of the target logit times the input (pixels, or the normalised network input).",
 ))
 def grad_x_input(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:

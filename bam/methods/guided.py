@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bam.methods._base import MethodInfo, register_method
+from bam.methods._base import MethodInfo, NoParams, register_method
 from bam.methods._batching import resolve_micro_batch
 from bam.methods._grad import target_logit_grad
 from bam.methods._relu_audit import require_relu_modules
@@ -80,7 +80,7 @@ def guided_backprop_grads(model: torch.nn.Module, inputs: Tensor, target: Tensor
 
 
 @register_method(MethodInfo(
-    name="guided_backprop", title="Guided backpropagation", paper=SPRINGENBERG, family="guided",
+    name="guided_backprop", params=NoParams, title="Guided backpropagation", paper=SPRINGENBERG, family="guided",
     description="Gradient where each ReLU passes back only positive gradients where its input was positive.",
 ))
 def guided_backprop(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:

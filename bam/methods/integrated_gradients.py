@@ -15,40 +15,44 @@ Extras: ``ig_delta`` = Σ IG − (f_c(x) − f_c(x')) (completeness gap; integra
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from bam.errors import BamError
+from bam.config import Validated, checked, field_of
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import resolve_micro_batch
 from bam.methods._grad import level_grads, smoothgrad_noise
 from bam.methods._space import baseline_image
-from bam.methods.smoothgrad import SMILKOV, check_samples
+from bam.methods.smoothgrad import SMILKOV, SmoothGradParams
 
 SUNDARARAJAN = "Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017"
 
 
-def check_ig(steps: Any, baseline: Any) -> tuple[int, float]:
-    """Validate ``steps`` (int >= 2) and ``baseline`` (a pixel value)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise BamError(f"steps={steps!r} is invalid; accepted: an integer >= 2 (alphas = linspace(0, 1, steps))")
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
-        raise BamError(f"baseline={baseline!r} is invalid; accepted: a pixel value (0 = black image)")
-    return steps, float(baseline)
+@dataclass(frozen=True)
+class IGParams(Validated):
+    """Integrated Gradients' parameters (defaults: the original BAM configuration)."""
+
+    steps: int = checked(25, ge=2, note="alphas = linspace(0, 1, steps)")
+    #: the baseline image's constant pixel value (0 = black)
+    baseline: float = 0.0
+
+
+@dataclass(frozen=True)
+class IGSmoothGradParams(Validated):
+    """IG-SmoothGrad's parameters: SmoothGrad's and IG's."""
+
+    samples: int = field_of(SmoothGradParams, "samples")
+    steps: int = field_of(IGParams, "steps")
+    noise_level: float = field_of(SmoothGradParams, "noise_level")
+    baseline: float = field_of(IGParams, "baseline")
 
 
 def alphas(steps: int, like: Tensor) -> Tensor:
     """The original IG quadrature points: linspace(0, 1, steps), each weighted 1/steps."""
     return torch.linspace(0.0, 1.0, steps, dtype=like.dtype, device=like.device)
-
-
-def _validate(params: Mapping[str, Any], samples: bool) -> None:
-    """Check IG (and, for IG-SmoothGrad, SmoothGrad) parameters before any work."""
-    check_ig(params["steps"], params["baseline"])
-    if samples:
-        check_samples(params["samples"], params["noise_level"])
 
 
 def _ig_passes(params: Mapping[str, Any]) -> int:
@@ -63,14 +67,14 @@ def _igsg_passes(params: Mapping[str, Any]) -> int:
 
 @register_method(MethodInfo(
     name="integrated_gradients", title="Integrated Gradients", paper=SUNDARARAJAN, family="path",
-    defaults={"steps": 25, "baseline": 0.0}, passes=_ig_passes, expands_batch=True,
-    check=lambda p: _validate(p, samples=False),
+    params=IGParams, passes=_ig_passes, expands_batch=True,
     description="(x - x') * mean of gradients at alphas = linspace(0, 1, steps); black baseline (pixel value).",
 ))
-def integrated_gradients(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, steps: int = 25,
-                         baseline: float = 0.0, micro_batch: int = 0) -> AttributionResult:
+def integrated_gradients(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, steps: int = IGParams.steps,
+                         baseline: float = IGParams.baseline, micro_batch: int = 0) -> AttributionResult:
     """IG with the original equal-weight quadrature, all images and steps batched."""
-    steps, base = check_ig(steps, baseline)
+    p = IGParams(steps, baseline)
+    steps, base = p.steps, p.baseline
     a = alphas(steps, inputs)
     x0 = baseline_image(model, inputs[:1], base)
     diff = inputs - x0
@@ -95,16 +99,16 @@ def integrated_gradients(model: torch.nn.Module, inputs: Tensor, target: Tensor,
 
 @register_method(MethodInfo(
     name="ig_smoothgrad", title="IG-SmoothGrad (squared)", paper=f"{SUNDARARAJAN}; {SMILKOV}", family="path",
-    defaults={"samples": 25, "steps": 25, "noise_level": 0.15, "baseline": 0.0}, stochastic=True,
-    passes=_igsg_passes, expands_batch=True,
-    check=lambda p: _validate(p, samples=True),
+    params=IGSmoothGradParams, stochastic=True, passes=_igsg_passes, expands_batch=True,
     description="Mean over noisy copies of IG squared; noise sigma = noise_level * (max x - min x) of the input.",
 ))
-def ig_smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, samples: int = 25, steps: int = 25,
-                  noise_level: float = 0.15, baseline: float = 0.0, seed: int = 0, micro_batch: int = 0) -> Tensor:
+def ig_smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *,
+                  samples: int = IGSmoothGradParams.samples, steps: int = IGSmoothGradParams.steps,
+                  noise_level: float = IGSmoothGradParams.noise_level, baseline: float = IGSmoothGradParams.baseline,
+                  seed: int = 0, micro_batch: int = 0) -> Tensor:
     """mean_s IG(x + n_s)², all images, samples and steps batched (level = sample * steps + step)."""
-    samples, noise_level = check_samples(samples, noise_level)
-    steps, base = check_ig(steps, baseline)
+    p = IGSmoothGradParams(samples, steps, noise_level, baseline)
+    samples, steps, noise_level, base = p.samples, p.steps, p.noise_level, p.baseline
     a = alphas(steps, inputs)
     noise = smoothgrad_noise(inputs, samples, noise_level, seed)
     x0 = baseline_image(model, inputs[:1], base)

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bam.config import Validated, checked
 from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
@@ -48,18 +49,13 @@ from bam.methods._batching import chunks, resolve_micro_batch
 ZHUANG = ("Zhuang, Wang, Dvornek, Tatikonda & Duncan, Decision explanation and feature importance for invertible "
           "networks, ICCV Workshops 2019")
 
-_DEFAULTS: dict[str, Any] = {"check_reconstruction": True, "max_reconstruction_error": 1e-3, "tie_tol": 1e-4}
-
-
 @dataclass(frozen=True)
-class _Settings:
-    """The resolved parameters shared by both methods."""
+class InvertibleParams(Validated):
+    """The parameters of both methods: whether to check T^{-1}(T(x)) = x, and the tolerances."""
 
-    taylor: bool
-    check_reconstruction: bool
-    max_reconstruction_error: float
-    tie_tol: float
-    micro_batch: int
+    check_reconstruction: bool = True
+    max_reconstruction_error: float = checked(1e-3, gt=0)
+    tie_tol: float = checked(1e-4, gt=0, note="largest logit gap at x_p, relative to max |logit| at x")
 
 
 def _passes(extra: int) -> Any:
@@ -125,30 +121,17 @@ def _project(model: Any, x: Tensor, target: Tensor, check_reconstruction: bool) 
             "logit_scale": logits.abs().amax(1)}
 
 
-def _positive(params: Mapping[str, Any], key: str, what: str) -> None:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise BamError(f"{key} {value!r} is invalid; accepted: {what}")
-
-
-def _check_params(params: Mapping[str, Any]) -> None:
-    """max_reconstruction_error and tie_tol are positive numbers."""
-    _positive(params, "max_reconstruction_error", "a positive number")
-    _positive(params, "tie_tol", "a positive number (largest logit gap at x_p, relative to max |logit| at x)")
-
-
-def _run(model: Any, inputs: Tensor, target: Tensor, cfg: _Settings) -> AttributionResult:
+def _run(model: Any, inputs: Tensor, target: Tensor, cfg: InvertibleParams, taylor: bool,
+         micro_batch: int) -> AttributionResult:
     """Shared body of both methods, micro-batched over images (rows are independent)."""
     _check(model, inputs, target)
-    _check_params({"max_reconstruction_error": cfg.max_reconstruction_error, "tie_tol": cfg.tie_tol})
-    taylor = cfg.taylor
     n = inputs.shape[0]
     attr = torch.empty_like(inputs)
     names = ["boundary_class", "projection_distance", "feature_distance", "margin", "logit_gap_after",
              "reconstruction_error"] + (["linearization_error"] if taylor else [])
     extras = {k: torch.empty(n, dtype=torch.float32, device=inputs.device) for k in names}
     valid = torch.empty(n, dtype=torch.bool, device=inputs.device)
-    for sl in chunks(n, resolve_micro_batch(model, inputs, cfg.micro_batch)):
+    for sl in chunks(n, resolve_micro_batch(model, inputs, micro_batch)):
         x, c = inputs[sl].detach(), target[sl]
         p = _project(model, x, c, cfg.check_reconstruction)
         xp, j = p["x_p"], p["j"]
@@ -182,26 +165,28 @@ def _run(model: Any, inputs: Tensor, target: Tensor, cfg: _Settings) -> Attribut
 
 @register_method(MethodInfo(
     name="invertible_projection", title="Invertible projection", paper=ZHUANG, family="invertible",
-    defaults=_DEFAULTS, requires=("invertible",), passes=_passes(0), check=_check_params,
+    params=InvertibleParams, requires=("invertible",), passes=_passes(0),
     description="x - x_p, with x_p the exact projection onto the nearest decision boundary, through T^{-1}.",
 ))
 def invertible_projection(model: torch.nn.Module, inputs: Tensor, target: Tensor, *,
-                          check_reconstruction: bool = True, max_reconstruction_error: float = 1e-3,
-                          tie_tol: float = 1e-4, micro_batch: int = 0) -> AttributionResult:
+                          check_reconstruction: bool = InvertibleParams.check_reconstruction,
+                          max_reconstruction_error: float = InvertibleParams.max_reconstruction_error,
+                          tie_tol: float = InvertibleParams.tie_tol, micro_batch: int = 0) -> AttributionResult:
     """``E = x - T^{-1}(z_p)``, ``z_p`` the closest point of ``T(x)`` on the nearest c/j* boundary
     (Zhuang et al. 2019, any number of classes)."""
-    return _run(model, inputs, target, _Settings(False, check_reconstruction, max_reconstruction_error, tie_tol,
-                                                 micro_batch))
+    cfg = InvertibleParams(check_reconstruction, max_reconstruction_error, tie_tol)
+    return _run(model, inputs, target, cfg, False, micro_batch)
 
 
 @register_method(MethodInfo(
     name="invertible_taylor", title="Invertible Taylor", paper=ZHUANG, family="invertible",
-    defaults=_DEFAULTS, requires=("invertible",), passes=_passes(1), check=_check_params,
+    params=InvertibleParams, requires=("invertible",), passes=_passes(1),
     description="grad(f_c - f_j*)(x_p) * (x - x_p): the local linear model at the boundary point x_p.",
 ))
 def invertible_taylor(model: torch.nn.Module, inputs: Tensor, target: Tensor, *,
-                      check_reconstruction: bool = True, max_reconstruction_error: float = 1e-3,
-                      tie_tol: float = 1e-4, micro_batch: int = 0) -> AttributionResult:
+                      check_reconstruction: bool = InvertibleParams.check_reconstruction,
+                      max_reconstruction_error: float = InvertibleParams.max_reconstruction_error,
+                      tie_tol: float = InvertibleParams.tie_tol, micro_batch: int = 0) -> AttributionResult:
     """``E = ∇(f_c - f_j*)(x_p) ⊙ (x - x_p)`` (Zhuang et al. 2019, feature importance)."""
-    return _run(model, inputs, target, _Settings(True, check_reconstruction, max_reconstruction_error, tie_tol,
-                                                 micro_batch))
+    cfg = InvertibleParams(check_reconstruction, max_reconstruction_error, tie_tol)
+    return _run(model, inputs, target, cfg, True, micro_batch)

@@ -14,12 +14,13 @@ All noise is drawn up front from a ``torch.Generator`` seeded with ``seed`` (sha
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from bam.errors import BamError
+from bam.config import Validated, checked
 from bam.methods._base import MethodInfo, register_method
 from bam.methods._batching import resolve_micro_batch
 from bam.methods._grad import level_grads, smoothgrad_noise
@@ -28,18 +29,12 @@ SMILKOV = ("Smilkov, Thorat, Kim, Viégas, Wattenberg. SmoothGrad: removing nois
            "arXiv 1706.03825, 2017")
 
 
-def check_samples(samples: Any, noise_level: Any) -> tuple[int, float]:
-    """Validate ``samples`` (int >= 1) and ``noise_level`` (float >= 0)."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise BamError(f"samples={samples!r} is invalid; accepted: an integer >= 1")
-    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or noise_level < 0:
-        raise BamError(f"noise_level={noise_level!r} is invalid; accepted: a number >= 0 (fraction of the pixel range)")
-    return samples, float(noise_level)
+@dataclass(frozen=True)
+class SmoothGradParams(Validated):
+    """SmoothGrad's parameters (defaults: Smilkov et al. 2017)."""
 
-
-def _validate(params: Mapping[str, Any]) -> None:
-    """Check the parameters before any work."""
-    check_samples(params["samples"], params["noise_level"])
+    samples: int = checked(25, ge=1)
+    noise_level: float = checked(0.15, ge=0, note="fraction of the pixel range")
 
 
 def _passes(params: Mapping[str, Any]) -> int:
@@ -49,14 +44,14 @@ def _passes(params: Mapping[str, Any]) -> int:
 
 @register_method(MethodInfo(
     name="smoothgrad", title="SmoothGrad (squared, original)", paper=SMILKOV, family="gradient",
-    defaults={"samples": 25, "noise_level": 0.15}, stochastic=True, passes=_passes, expands_batch=True,
-    check=_validate,
+    params=SmoothGradParams, stochastic=True, passes=_passes, expands_batch=True,
     description="Mean of squared gradients over noisy copies; sigma = noise_level * (max x - min x) of the input.",
 ))
-def smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, samples: int = 25,
-               noise_level: float = 0.15, seed: int = 0, micro_batch: int = 0) -> Tensor:
+def smoothgrad(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, samples: int = SmoothGradParams.samples,
+               noise_level: float = SmoothGradParams.noise_level, seed: int = 0, micro_batch: int = 0) -> Tensor:
     """mean_s (d logit[target] / d x (x + n_s))², n_s ~ N(0, sigma²), all images batched."""
-    samples, noise_level = check_samples(samples, noise_level)
+    p = SmoothGradParams(samples, noise_level)
+    samples, noise_level = p.samples, p.noise_level
     noise = smoothgrad_noise(inputs, samples, noise_level, seed)
     mb = resolve_micro_batch(model, inputs, micro_batch)
     total = torch.zeros_like(inputs)

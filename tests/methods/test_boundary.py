@@ -108,7 +108,7 @@ def test_early_exit_counts_gradient_evaluations() -> None:
     """Solved images leave the batch: evals = steps x levels run; easy < hard; fixed grid costs more."""
     model, x, _ = linear_case(n=8, seed=1)
     d_true, _ = analytic_boundary(model, x)
-    cfg = SearchConfig(epsilons=GRID, steps=10, cw="off", skip_factor=0)
+    cfg = SearchConfig(epsilons=GRID, attack_steps=10, cw="off", skip_factor=0)
     res = boundary_search(model, x, cfg, micro_batch=64, seed=0)
     assert bool(res.success.all())
     # an image leaves the batch after the first successful epsilon: steps x (level index + 1)
@@ -117,7 +117,7 @@ def test_early_exit_counts_gradient_evaluations() -> None:
     assert torch.all(torch.tensor(GRID)[level] >= d_true * 0.999)  # PGD cannot succeed below the distance
     easy, hard = int(d_true.argmin()), int(d_true.argmax())
     assert res.gradient_evals[easy] < res.gradient_evals[hard]
-    full = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, cw="off", early_exit=False, skip_factor=0),
+    full = boundary_search(model, x, SearchConfig(epsilons=GRID, attack_steps=10, cw="off", early_exit=False, skip_factor=0),
                            micro_batch=64, seed=0)
     assert torch.all(full.gradient_evals == 10 * len(GRID))
     assert int(full.gradient_evals.sum()) > int(res.gradient_evals.sum())
@@ -127,9 +127,9 @@ def test_level_skipping_is_exact_on_linear_models() -> None:
     """The DeepFool estimate is exact on linear models, so skipping changes only the cost."""
     model, x, _ = linear_case(n=8, k=4, seed=5)
     d_true, _ = analytic_boundary(model, x)
-    plain = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, cw="off", skip_factor=0),
+    plain = boundary_search(model, x, SearchConfig(epsilons=GRID, attack_steps=10, cw="off", skip_factor=0),
                             micro_batch=64, seed=0)
-    skip = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, cw="off", skip_factor=0.5),
+    skip = boundary_search(model, x, SearchConfig(epsilons=GRID, attack_steps=10, cw="off", skip_factor=0.5),
                            micro_batch=64, seed=0)
     # the first-order estimate over all competitors is the exact distance for a linear model
     assert torch.allclose(skip.estimate, d_true, rtol=1e-4)
@@ -163,7 +163,7 @@ def test_carlini_wagner_rescues_pgd_failures() -> None:
     """CW finds points PGD missed, never closer than the true boundary and within 2 % of it."""
     model, x, _ = linear_case(n=4, seed=2)
     d_true, _ = analytic_boundary(model, x)
-    cfg = SearchConfig(epsilons=(1e-4,), steps=5, cw="failed", cw_steps=100, cw_search_steps=5)
+    cfg = SearchConfig(epsilons=(1e-4,), attack_steps=5, cw="failed", cw_steps=100, cw_search_steps=5)
     res = boundary_search(model, x, cfg, micro_batch=64, seed=0)
     assert bool(res.success.all())
     assert torch.all(res.found_by == 2)
@@ -177,8 +177,8 @@ def test_cw_all_never_increases_distance() -> None:
     """cw='all' keeps the closer of the PGD and CW points."""
     model = tiny_cnn(1)
     x = torch.rand(5, 3, 8, 8)
-    base = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, cw="off"), micro_batch=64, seed=0)
-    both = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, cw="all", cw_steps=30,
+    base = boundary_search(model, x, SearchConfig(epsilons=GRID, attack_steps=10, cw="off"), micro_batch=64, seed=0)
+    both = boundary_search(model, x, SearchConfig(epsilons=GRID, attack_steps=10, cw="all", cw_steps=30,
                                                   cw_search_steps=3), micro_batch=64, seed=0)
     ok = base.success
     assert bool(ok.any())
@@ -191,7 +191,7 @@ def test_conv_model_boundary_points_cross(loss: str) -> None:
     """On a conv net, x' is misclassified, in [0, 1], and the distance record matches it."""
     model = tiny_cnn(0)
     x = torch.rand(6, 3, 8, 8)
-    res = boundary_search(model, x, SearchConfig(epsilons=GRID, steps=10, loss=loss, cw="off"), micro_batch=4,
+    res = boundary_search(model, x, SearchConfig(epsilons=GRID, attack_steps=10, loss=loss, cw="off"), micro_batch=4,
                           seed=0)
     assert bool(res.success.any())
     s = res.success
@@ -221,7 +221,7 @@ def test_same_seed_same_result_other_seed_other_start() -> None:
     """Same seed gives identical points; another seed gives other random starts."""
     model = tiny_cnn(3)
     x = torch.rand(4, 3, 8, 8)
-    cfg = SearchConfig(epsilons=GRID, steps=8, cw="off")
+    cfg = SearchConfig(epsilons=GRID, attack_steps=8, cw="off")
     a = boundary_search(model, x, cfg, micro_batch=64, seed=7)
     b = boundary_search(model, x, cfg, micro_batch=64, seed=7)
     c = boundary_search(model, x, cfg, micro_batch=64, seed=8)
@@ -456,7 +456,7 @@ def test_polish_never_moves_a_point_farther() -> None:
     """Every polished point is misclassified, in [0, 1], and at most as far as the unpolished one."""
     model = tiny_cnn(5)
     x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(9))
-    base = dict(epsilons=GRID, steps=10, cw="off")
+    base = dict(epsilons=GRID, attack_steps=10, cw="off")
     plain = boundary_search(model, x, SearchConfig(**base), micro_batch=64, seed=0)
     polished = boundary_search(model, x, SearchConfig(**base, refine_steps=5), micro_batch=64, seed=0)
     ok = plain.success

@@ -10,8 +10,8 @@ from torch import nn
 from bam.errors import BamError
 from bam.methods import attribute, attribute_full, get_info
 from bam.methods.feature_inversion import (
-    _DEFAULTS,
     OBJECTIVE_WEIGHTS,
+    FeatureInversionParams,
     feature_error,
     gaussian_blur,
     inversion_mask,
@@ -163,8 +163,8 @@ class PaddedRegionModel(RegionModel):
         self.gradcam_layer = self.features
 
 
-def _params(**kw: object) -> dict:
-    return {**_DEFAULTS, "blur_sigma": 2.0, **kw}
+def _params(**kw: object) -> FeatureInversionParams:
+    return FeatureInversionParams(**{"blur_sigma": 2.0, **kw})  # type: ignore[arg-type]
 
 
 def test_objective_terms_hand_values() -> None:

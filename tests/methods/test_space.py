@@ -343,9 +343,9 @@ def test_boundary_methods_in_model_space_on_a_linear_network() -> None:
     assert bool((dist >= torch.tensor(exact) * (1 - 1e-3)).all()), (dist, exact)
     assert bool((dist <= torch.tensor(exact) * 1.1).all()), (dist, exact)
     # x' itself: in the pixel box, at the recorded distance, and BIG = (z - z') ⊙ w_c (linear network)
-    from bam.methods.boundary import SEARCH_DEFAULTS, _search
+    from bam.methods.boundary import BoundaryGradientParams, _search
 
-    res, _mb = _search(m, z, {**SEARCH_DEFAULTS, "cw": "off", "skip_factor": 0, "attack_steps": 20}, 0, 0)
+    res, _mb = _search(m, z, BoundaryGradientParams(cw="off", skip_factor=0, attack_steps=20), 0, 0)
     u_prime = m.to_pixels(res.boundary)
     assert float(u_prime.min()) >= -1e-5 and float(u_prime.max()) <= 1 + 1e-5
     torch.testing.assert_close((m.to_pixels(z) - u_prime).flatten(1).norm(dim=1), dist, rtol=1e-4, atol=1e-5)
