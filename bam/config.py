@@ -173,11 +173,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 @dataclass(frozen=True)
 class Check:
-    """What a config field accepts beyond its type: a range (``ge``/``gt``, ``lt``) or a set of
+    """What a config field accepts beyond its type: a range (``ge``/``gt``, ``le``/``lt``) or a set of
     choices, with a note for the error message (declared with :func:`checked`)."""
 
     ge: float | None = None
     gt: float | None = None
+    le: float | None = None
     lt: float | None = None
     one_of: tuple[Any, ...] = ()
     note: str = ""
@@ -190,7 +191,7 @@ class Check:
             return value in self.one_of
         v = float(value)
         return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.lt is None or v < self.lt))
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
 
     def words(self, tp: Any) -> str:
         """What is accepted, in words: ``an integer >= 2``, ``a number in [0, 1)``, ``paper, authors_code``."""
@@ -199,21 +200,27 @@ class Check:
         else:
             kind = "an integer" if int in (tp, *typing.get_args(tp)) else "a number"
             low = [(op, v) for op, v in ((">=", self.ge), (">", self.gt)) if v is not None]
-            high = [("<", self.lt)] if self.lt is not None else []
+            high = [(op, v) for op, v in (("<=", self.le), ("<", self.lt)) if v is not None]
             if low and high:
                 left = "[" if low[0][0] == ">=" else "("
-                text = f"{kind} in {left}{low[0][1]:g}, {high[0][1]:g})"
+                right = "]" if high[0][0] == "<=" else ")"
+                text = f"{kind} in {left}{low[0][1]:g}, {high[0][1]:g}{right}"
             else:
                 op, v = (low or high)[0]
                 text = f"{kind} {op} {v:g}"
         return f"{text} ({self.note})" if self.note else text
 
 
-def checked(default: Any, *, ge: float | None = None, gt: float | None = None, lt: float | None = None,
-            one_of: tuple[Any, ...] = (), note: str = "") -> Any:
-    """A dataclass field with a default whose accepted values are declared once (checked by
+def checked(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, note: str = "") -> Any:
+    """A dataclass field with a default whose accepted range is declared once (checked by
     :func:`check_fields`, which :class:`Validated` dataclasses run on construction)."""
-    return dataclasses.field(default=default, metadata={"check": Check(ge, gt, lt, tuple(one_of), note)})
+    return dataclasses.field(default=default, metadata={"check": Check(ge=ge, gt=gt, le=le, lt=lt, note=note)})
+
+
+def one_of(default: Any, choices: tuple[Any, ...], note: str = "") -> Any:
+    """A dataclass field with a default that accepts only ``choices`` (checked as :func:`checked`)."""
+    return dataclasses.field(default=default, metadata={"check": Check(one_of=tuple(choices), note=note)})
 
 
 def check_fields(obj: Any) -> None:

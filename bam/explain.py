@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bam.config import check_seed
+from bam.config import Validated, check_seed, checked
 from bam.errors import BamError
 
 #: at most this many rows in one figure (each row is one image x every method)
@@ -17,21 +17,18 @@ MAX_IMAGES = 64
 
 
 @dataclass(frozen=True)
-class ExplainConfig:
+class ExplainConfig(Validated):
     """Which methods, on how many images of which subset/split, seeded."""
 
     methods: tuple[str, ...] = ("gradient", "integrated_gradients", "gradcam")
-    images: int = 4
+    images: int = checked(4, ge=1, le=MAX_IMAGES)
     subset: str = "obj"
     split: str = "val"
-    micro_batch: int = 0
+    micro_batch: int = checked(0, ge=0, note="0 = auto")
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.images, bool) or not 1 <= int(self.images) <= MAX_IMAGES:
-            raise BamError(f"images {self.images!r} is invalid; accepted: 1..{MAX_IMAGES}")
-        if isinstance(self.micro_batch, bool) or int(self.micro_batch) < 0:
-            raise BamError(f"micro_batch {self.micro_batch!r} is invalid; accepted: an integer >= 0 (0 = auto)")
+        super().__post_init__()
         if not self.methods:
             raise BamError("no method to explain; accepted: one or more method names")
         check_seed(self.seed)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bam.config import check_seed
+from bam.config import Validated, check_seed, checked
 from bam.errors import BamError
 from bam.roles import BASE_ROLES, commonality_k, commonality_roles
 
@@ -23,7 +23,7 @@ STAGES: tuple[str, ...] = ("build", "train", "evaluate", "report")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Validated):
     """What `bam run` does: a recipe, the training configs per model kind, an eval config."""
 
     recipe: str = "synthetic"
@@ -34,19 +34,15 @@ class RunConfig:
     invertible_commonality_config: str | None = None
     eval_config: str = "default"
     #: models trained at once (one single-threaded process each) on CPU; null = one per available CPU
-    train_workers: int | None = None
+    train_workers: int | None = checked(None, ge=1, note="or null: one per available CPU")
     #: independent model sets (seeds seed..seed+repeats-1), summarised in out/summary
-    repeats: int = 1
+    repeats: int = checked(1, ge=1, le=100)
     #: with repeats: draw the data again for every seed (default: one build, seed ``seed``)
     redraw_data: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_seed(self.seed, "run config seed")
-        if isinstance(self.repeats, bool) or not 1 <= self.repeats <= 100:
-            raise BamError(f"run config repeats {self.repeats!r} is invalid; accepted: an integer in 1..100")
-        if self.train_workers is not None and (isinstance(self.train_workers, bool) or self.train_workers < 1):
-            raise BamError(f"run config train_workers {self.train_workers!r} is invalid; accepted: an integer >= 1 "
-                           "or null (one per available CPU)")
 
 
 @dataclass(frozen=True)

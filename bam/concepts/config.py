@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bam.errors import BamError, choices_error
+from bam.config import Validated, checked, one_of
+from bam.errors import BamError
 
 #: Name of the pseudo-bottleneck "the model output" (the original's ``logit``).
 LOGIT = "logit"
@@ -23,7 +24,7 @@ SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
-class TcavConfig:
+class TcavConfig(Validated):
     """What one TCAV evaluation computes.
 
     ``concept_size``: images of the concept set (composites of the common object);
@@ -47,43 +48,23 @@ class TcavConfig:
     images per forward/backward.
     """
 
-    concept_size: int = 100
-    random_size: int = 100
-    num_random: int = 2
-    alpha: float = 0.1
+    concept_size: int = checked(100, ge=2)
+    random_size: int = checked(100, ge=2)
+    num_random: int = checked(2, ge=2, note="the t-test against the random runs needs at least two")
+    alpha: float = checked(0.1, gt=0)
     layers: tuple[str, ...] = ()
     summary_layer: str = PENULTIMATE_STAGE
-    target_images: int | None = 100
-    seed: int = 0
-    p_threshold: float = 0.05
-    holdout: float = 0.33
-    gradient: str = "log_softmax"
-    split: str = "train"
-    batch_size: int = 64
+    target_images: int | None = checked(100, ge=1, note="or null: all")
+    seed: int = checked(0, ge=0)
+    p_threshold: float = checked(0.05, gt=0, lt=1)
+    holdout: float = checked(0.33, ge=0, lt=1)
+    gradient: str = one_of("log_softmax", GRADIENTS)
+    split: str = one_of("train", SPLITS)
+    batch_size: int = checked(64, ge=1)
 
     def __post_init__(self) -> None:
-        for name, least in (("concept_size", 2), ("random_size", 2), ("batch_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise BamError(f"tcav {name} {value!r} is invalid; accepted: an integer >= {least}")
-        if isinstance(self.num_random, bool) or not isinstance(self.num_random, int) or self.num_random < 2:
-            raise BamError(f"tcav num_random {self.num_random!r} is invalid; accepted: an integer >= 2 "
-                           "(the t-test against the random runs needs at least two)")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise BamError(f"tcav seed {self.seed!r} is invalid; accepted: an integer >= 0")
-        if not self.alpha > 0:
-            raise BamError(f"tcav alpha {self.alpha!r} is invalid; accepted: a number > 0")
-        if not 0 < self.p_threshold < 1:
-            raise BamError(f"tcav p_threshold {self.p_threshold!r} is invalid; accepted: a number in (0, 1)")
-        if not 0 <= self.holdout < 1:
-            raise BamError(f"tcav holdout {self.holdout!r} is invalid; accepted: a number in [0, 1)")
-        if self.target_images is not None and (isinstance(self.target_images, bool) or self.target_images < 1):
-            raise BamError(f"tcav target_images {self.target_images!r} is invalid; accepted: a positive integer "
-                           "or null (all)")
-        if self.gradient not in GRADIENTS:
-            raise choices_error("tcav gradient", self.gradient, GRADIENTS)
-        if self.split not in SPLITS:
-            raise choices_error("tcav split", self.split, SPLITS)
+        """Check every field (types and declared values), then the layers."""
+        super().__post_init__()
         if len(set(self.layers)) != len(self.layers):
             raise BamError(f"tcav layers {list(self.layers)} repeat a name; accepted: distinct bottleneck names")
         if self.layers and self.summary_layer not in (*STAGE_ALIASES, *self.layers):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from bam.config import Validated, checked
+from bam.config import Validated, checked, one_of
 from bam.errors import BamError
 
 LOSSES = ("margin", "ce")
@@ -43,17 +43,17 @@ class SearchConfig(Validated):
     epsilons: tuple[float, ...]
     attack_steps: int = checked(40, ge=1)
     step_scale: float = checked(2.5, gt=0)
-    loss: str = checked("margin", one_of=LOSSES)
+    loss: str = one_of("margin", LOSSES)
     early_exit: bool = True
     skip_factor: float = checked(0.8, ge=0, note="0 disables skipping")
     estimate_classes: int = checked(9, ge=1)
-    cw: str = checked("failed", one_of=CW_MODES)
+    cw: str = one_of("failed", CW_MODES)
     cw_steps: int = checked(100, ge=1)
     cw_search_steps: int = checked(5, ge=1)
     cw_lr: float = checked(0.01, gt=0)
     cw_c0: float = checked(1.0, gt=0)
     bisection_steps: int = checked(10, ge=0)
-    start: str = checked("grid", one_of=STARTS)
+    start: str = one_of("grid", STARTS)
     deepfool_steps: int = checked(10, ge=1)
     overshoot: float = checked(0.02, ge=0, lt=1)
     refine_steps: int = checked(0, ge=0)

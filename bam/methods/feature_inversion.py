@@ -45,21 +45,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bam.config import Validated, checked, params_of
+from bam.config import Validated, checked, one_of, params_of
 from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
 
 #: objective -> (stage-1 weight, stage-2 weight) when ``stage1_weight``/``stage2_weight`` are null.
 OBJECTIVE_WEIGHTS: dict[str, tuple[float, float]] = {"paper": (10.0, 1.0), "authors_code": (5.0, 2.0)}
-_WEIGHT = "or null for the objective's weight"
+_WEIGHT = "or null: the objective's weight"
 
 
 @dataclass(frozen=True)
 class FeatureInversionParams(Validated):
     """The parameters of guided feature inversion (defaults: the paper, Du et al. 2018)."""
 
-    objective: str = checked("paper", one_of=tuple(OBJECTIVE_WEIGHTS))
+    objective: str = one_of("paper", tuple(OBJECTIVE_WEIGHTS))
     stage1_weight: float | None = checked(None, ge=0, note=_WEIGHT)
     stage2_weight: float | None = checked(None, ge=0, note=_WEIGHT)
     stage1_steps: int = checked(10, ge=0)

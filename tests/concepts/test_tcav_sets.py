@@ -93,9 +93,9 @@ def test_bad_sets_are_refused() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(BamError, match="num_random 1 is invalid"):
+    with pytest.raises(BamError, match="num_random=1 is invalid"):
         TcavConfig(num_random=1)
-    with pytest.raises(BamError, match="unknown tcav gradient 'loss'"):
+    with pytest.raises(BamError, match="gradient='loss' is invalid; accepted: log_softmax, logit"):
         TcavConfig(gradient="loss")
     with pytest.raises(BamError, match="summary_layer 'block_layer9' is not among layers"):
         TcavConfig(layers=("block_layer1",), summary_layer="block_layer9")
