@@ -282,7 +282,7 @@ def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) ->
     for name in config.metrics:
         METRICS.get(name)
     names = sorted(set(config.metrics) or set(list_metrics()), key=list_metrics().index)
-    selections: dict[str, tuple[str, ...]] = {}
+    ctx = _PlanContext(data=data, config=config, by_kind=by_kind, num_k=num_k, selections={})
     metric_plans: list[MetricPlan] = []
     skipped: list[Skip] = []
     concept_metrics: list[MetricPlan] = []
@@ -290,43 +290,63 @@ def plan(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig) ->
         info = get_metric_info(name)
         if info.concept_method is None or info.concept_method not in wanted_concepts:
             continue
-        needs, missing = _feasible(info, num_k, by_kind["standard"])
-        if missing:
-            skipped.append(Skip(name, "standard", (info.concept_method,), missing, name in config.metrics))
-            continue
-        for n in needs:
-            entry = by_kind["standard"][n.role]
-            check_trained_on(entry.card, data.manifest_hash, entry.path or entry.card.role)
-        params = {**info.defaults, **config.metric_params_for(name), **{c: num_k for c in info.context}}
-        concept_metrics.append(MetricPlan(name, info, "standard", needs, (), _frozen(params), _frozen({})))
+        got = _metric_plan(ctx, info, "standard", (), name in config.metrics)
+        if isinstance(got, Skip):
+            skipped.append(got)
+        else:
+            concept_metrics.append(got)
     for kind in MODEL_KINDS:
-        kind_methods = tuple(m.name for m in methods if m.kind == kind)
+        kind_methods = tuple(m for m in methods if m.kind == kind)
         if not kind_methods:
             continue
         for name in names:
             info = get_metric_info(name)
             if info.concept_method is not None:
                 continue
-            needs, missing = _feasible(info, num_k, by_kind[kind])
-            if missing:
-                required = name in config.metrics and (bool(config.methods) or kind == "standard")
-                skipped.append(Skip(name, kind, kind_methods, missing, required))
-                continue
-            for n in needs:
-                entry = by_kind[kind][n.role]
-                check_trained_on(entry.card, data.manifest_hash, entry.path or entry.card.role)
-            if name not in selections:
-                selections[name] = select_ids(data, info.selection_subset, config.image_limit(name),
-                                              config.selection_seed)
-            context = {"num_k": num_k}
-            params = {**info.defaults, **config.metric_params_for(name), **{c: context[c] for c in info.context}}
-            caps = {m.name: c for m in methods if m.kind == kind and (c := config.method_image_cap(m.name)) is not None
-                    and c < len(selections[name])}
-            metric_plans.append(MetricPlan(name, info, kind, needs, selections[name], _frozen(params), _frozen(caps)))
+            required = name in config.metrics and (bool(config.methods) or kind == "standard")
+            got = _metric_plan(ctx, info, kind, kind_methods, required)
+            if isinstance(got, Skip):
+                skipped.append(got)
+            else:
+                metric_plans.append(got)
     return EvalPlan(config=config, data=data, seed=int(config.seed), methods=methods, metrics=tuple(metric_plans),
                     units=_units(metric_plans, methods, by_kind), skipped=tuple(skipped),
                     models=_frozen({k: _frozen(v) for k, v in by_kind.items()}),
                     concepts=_concepts(concept_metrics, by_kind["standard"], config))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PlanContext:
+    """What every metric plan of one evaluation reads; ``selections`` caches metric -> image ids."""
+
+    data: DatasetLike
+    config: EvalConfig
+    by_kind: Mapping[str, Mapping[str, ModelEntry]]
+    num_k: int
+    selections: dict[str, tuple[str, ...]]
+
+
+def _metric_plan(ctx: _PlanContext, info: MetricInfo, kind: str, methods: Sequence[MethodPlan],
+                 required: bool) -> MetricPlan | Skip:
+    """The plan of one metric for the models of ``kind`` (scoring ``methods``, or its concept method
+    when it has one), or the Skip naming the roles it lacks."""
+    scored = (info.concept_method,) if info.concept_method is not None else tuple(m.name for m in methods)
+    needs, missing = _feasible(info, ctx.num_k, ctx.by_kind[kind])
+    if missing:
+        return Skip(info.name, kind, scored, missing, required)
+    for n in needs:
+        entry = ctx.by_kind[kind][n.role]
+        check_trained_on(entry.card, ctx.data.manifest_hash, entry.path or entry.card.role)
+    context = {"num_k": ctx.num_k}
+    params = {**info.defaults, **ctx.config.metric_params_for(info.name), **{c: context[c] for c in info.context}}
+    if info.concept_method is not None:
+        return MetricPlan(info.name, info, kind, needs, (), _frozen(params), _frozen({}))
+    if info.name not in ctx.selections:
+        ctx.selections[info.name] = select_ids(ctx.data, info.selection_subset, ctx.config.image_limit(info.name),
+                                               ctx.config.selection_seed)
+    ids = ctx.selections[info.name]
+    caps = {m.name: c for m in methods if (c := ctx.config.method_image_cap(m.name)) is not None and c < len(ids)}
+    return MetricPlan(info.name, info, kind, needs, ids, _frozen(params), _frozen(caps))
 
 
 def _concepts(metrics: Sequence[MetricPlan], roles: Mapping[str, ModelEntry],
