@@ -7,6 +7,7 @@ lists the valid names.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -38,6 +39,21 @@ class Registry(Generic[T]):
             raise ValueError(f"duplicate {self.kind} name {name!r}: already registered")
         self._entries[name] = obj
         self._meta[name] = meta
+
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (BamError listing the names if it is not registered)."""
+        self.get(name)
+        del self._entries[name], self._meta[name]
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Registry[T]]:
+        """A block whose registrations are removed when it ends (tests, worked examples)."""
+        before = set(self._entries)
+        try:
+            yield self
+        finally:
+            for name in set(self._entries) - before:
+                self.remove(name)
 
     def get(self, name: str) -> T:
         try:

@@ -101,7 +101,7 @@ def resolve_params(info: MethodInfo, params: Mapping[str, Any]) -> dict[str, Any
     if info.params is None:
         return {**info.defaults, **params}
     try:
-        typed = from_dict(info.params, own)
+        typed: Any = from_dict(info.params, own)
     except BamError as exc:
         raise BamError(f"method {info.name!r}: {exc}") from None
     return {**params_of(typed), **call}

@@ -183,20 +183,20 @@ def test_registry_errors_and_listing() -> None:
 
 
 def test_register_model_decorator_and_duplicates() -> None:
-    @register_model("_test_linear")
-    def _linear(*, num_classes: int, image_size: int) -> nn.Module:
-        """A linear probe (test only)."""
-        return nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, num_classes))
+    with MODELS.scratch():
+        @register_model("_test_linear")
+        def _linear(*, num_classes: int, image_size: int) -> nn.Module:
+            """A linear probe (test only)."""
+            return nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, num_classes))
 
-    try:
         assert "_test_linear" in list_models()
         m = create_model("_test_linear", num_classes=2, image_size=8)
         assert m(torch.rand(1, 3, 8, 8)).shape == (1, 2)
         with pytest.raises(ValueError, match="duplicate"):
             register_model("_test_linear")(_linear)
-    finally:
-        MODELS._entries.pop("_test_linear", None)
-        MODELS._meta.pop("_test_linear", None)
+    assert "_test_linear" not in list_models()
+    with pytest.raises(BamError, match="unknown arch '_test_linear'"):
+        MODELS.remove("_test_linear")
 
 
 def test_pretrained_only_from_local_cache(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def get_source(name: str) -> Source:
 
 def source_names(kind: str) -> list[str]:
     """Registered sources that provide ``kind`` ("object" or "scene"), sorted."""
-    return [n for n in SOURCES.names() if kind in SOURCES.get(n).kinds]
+    return [n for n in SOURCES.names() if kind in getattr(SOURCES.get(n), "kinds", ())]
 
 
 # built-in sources register themselves on import (after SOURCES exists)
