@@ -135,3 +135,10 @@ def test_functions_take_at_most_six_parameters() -> None:
                         long.append(f"{path.relative_to(ROOT.parent)}:{child.lineno} {child.name}({len(names)})")
                     todo.append((child, None))
     assert not long, f"functions with more than {MAX_PARAMS} parameters: {long}"
+
+
+def test_imports_inside_functions_count_and_type_checking_ones_do_not() -> None:
+    src = ("from typing import TYPE_CHECKING\nimport bam.a\nif TYPE_CHECKING:\n    import bam.hint\n"
+           "def f():\n    from bam.b import c\n    class K:\n        def g(self):\n            from . import d\n")
+    found = _imports(ast.parse(src), "bam.pkg.mod", False)
+    assert {"bam.a", "bam.b", "bam.b.c", "bam.pkg", "bam.pkg.d"} <= found and "bam.hint" not in found
