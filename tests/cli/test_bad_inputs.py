@@ -172,7 +172,7 @@ CASES = [
     Case("build-common-object", BDR, ("common_object 'dog'", "accepted: circle, cross, triangle"),
          setup=recipe(common_object="dog")),
     Case("build-bad-name", BDR, ("'../evil'", "bad name"), setup=recipe(name="../evil")),
-    Case("build-source-unknown", BDR, ("object_source 'flickr'", "synthetic, coco"),
+    Case("build-source-unknown", BDR, ("object_source 'flickr'", "accepted: coco, synthetic"),
          setup=recipe(object_source="flickr")),
     Case("build-scene-folder-escape", BDR, ("scene_folders.checker", "'../../etc'", "no '..'"),
          setup=recipe(scene_folders={"checker": "../../etc"})),

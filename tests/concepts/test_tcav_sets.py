@@ -99,7 +99,7 @@ def test_config_validation() -> None:
         TcavConfig(gradient="loss")
     with pytest.raises(BamError, match="summary_layer 'block_layer9' is not among layers"):
         TcavConfig(layers=("block_layer1",), summary_layer="block_layer9")
-    with pytest.raises(BamError, match="alpha 0 is invalid"):
+    with pytest.raises(BamError, match=r"alpha=0.0 is invalid; accepted: a number > 0"):
         TcavConfig(alpha=0)
-    with pytest.raises(BamError, match="seed -1 is invalid"):
+    with pytest.raises(BamError, match=r"seed=-1 is invalid; accepted: an integer >= 0"):
         TcavConfig(seed=-1)
