@@ -127,17 +127,21 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequenc
     t0 = time.perf_counter()
     failed: tuple[tuple[str, str], ...] = ()
     dirs = repeat_dirs(cfg, out)
-    for d in dirs:
+    for d in dirs:  # every repeat runs, whatever an earlier one's failures
         tag = "" if len(dirs) == 1 else f" seed {d.seed}"
-        failed = failed or _run_one(cfg, d, stages, (device, progress), _tagged(echo, tag))
+        mine = _run_one(cfg, d, stages, (device, progress), _tagged(echo, tag))
+        failed += tuple(f for f in mine if f not in failed)
     if len(dirs) > 1 and "report" in stages:
-        from bam.report.repeats import summarise_repeats
+        from bam.report.repeats import summarise_repeats, summary_lines
 
         summary = summarise_repeats([d.eval for d in dirs], out / "summary")
-        for r in summary.stability.to_dict("records"):
-            echo(f"[summary] {r['metric']:<10} Kendall W {r['kendall_w']:.3f}  mean tau {r['mean_tau']:.3f}  "
-                 f"resolved pairs {r['resolved_pairs']} of {r['n_pairs']}")
+        for line in summary_lines(summary):
+            echo(f"[summary] {line}")
         echo(f"[summary] {summary.out / 'report.html'}")
+    elif "report" in stages:
+        from bam.report.html import SINGLE_RUN_NOTE
+
+        echo(f"[report] {SINGLE_RUN_NOTE}")
     last = dirs[-1].eval if len(dirs) == 1 else out / "summary"
     return RunResult(out=out, results=last / ("results.csv" if len(dirs) == 1 else "stability.csv"),
                      report=last / "report.html", seconds=time.perf_counter() - t0, failed_everywhere=failed)
