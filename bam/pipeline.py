@@ -12,10 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bam.config import check_seed
 from bam.errors import BamError
 from bam.roles import BASE_ROLES, commonality_k, commonality_roles
+
+if TYPE_CHECKING:
+    from bam.evaluate.config import EvalConfig
 
 log = logging.getLogger("bam.pipeline")
 
@@ -195,3 +199,43 @@ def _run_one(cfg: RunConfig, d: _Dirs, stages: Sequence[str], how: tuple[str, bo
         rep = build_report(d.eval)
         echo(f"[report] {rep.html} ({len(rep.figures)} figures)")
     return failed
+
+
+@dataclass(frozen=True)
+class RepeatsEvaluation:
+    """``bam evaluate`` over several model folders: one evaluation each, and their summary."""
+
+    evals: tuple[Path, ...]
+    summary: Path | None
+    failed_everywhere: tuple[tuple[str, str], ...] = ()
+
+
+def evaluate_repeats(data: Path, models: Sequence[Path], config: EvalConfig, out: Path, *, device: str = "auto",
+                     progress: bool = False) -> RepeatsEvaluation | None:
+    """Evaluate model folder i with seed ``config.seed + i`` into ``out/seed-<seed>`` and summarise them.
+
+    The seeds and the summary (``out/summary``, :func:`bam.report.repeats.summarise_repeats`) are
+    those of ``bam run --repeats N``, so the folders of such a run give the same summary. Under
+    torch.distributed only rank 0 returns (the others get None).
+    """
+    from dataclasses import replace
+
+    from bam.evaluate import evaluate_dir
+    from bam.report.repeats import summarise_repeats
+
+    evals: list[Path] = []
+    failed: tuple[tuple[str, str], ...] = ()
+    rank0 = True
+    for i, folder in enumerate(models):
+        seed = int(config.seed) + i
+        check_seed(seed, "evaluation seed")
+        target = out / f"seed-{seed}"
+        res = evaluate_dir(data, folder, replace(config, seed=seed), target, device=device, progress=progress)
+        rank0 = res is not None
+        if res is not None:
+            failed += tuple(f for f in res.failed_everywhere.items() if f not in failed)
+        evals.append(target)
+    if not rank0:
+        return None
+    summary = summarise_repeats(evals, out / "summary").out if len(evals) > 1 else None
+    return RepeatsEvaluation(evals=tuple(evals), summary=summary, failed_everywhere=failed)

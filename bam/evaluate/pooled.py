@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bam._io import read_json
@@ -118,7 +119,7 @@ def pooled_tables(seeds: Sequence[SeedValues]) -> tuple[pd.DataFrame, pd.DataFra
             reps = [seed_replicates(v.per_image, v.statistic, m, row_rng(s.seed, "pooled", kind, metric, meth))
                     if v is not None else None for v, s in zip(vals, seeds)]
             pooled[meth] = (two_level([v.value if v is not None else math.nan for v in vals],
-                                      [r if r is not None else [] for r in reps], n_boot, conf,
+                                      [r if r is not None else np.zeros(0) for r in reps], n_boot, conf,
                                       row_rng(base, "pooled-seeds", kind, metric, meth)), vals)
         sign = -1.0 if seeds[0].directions.get(metric) == "lower" else 1.0
         order = sorted(methods, key=lambda x: (not math.isfinite(pooled[x][0].value),
@@ -129,8 +130,7 @@ def pooled_tables(seeds: Sequence[SeedValues]) -> tuple[pd.DataFrame, pd.DataFra
             row["p_adjusted"] = _num(adj)
             row["resolved"] = bool(math.isfinite(adj) and adj < 1 - conf)
         resolved = {frozenset((r["method_a"], r["method_b"])) for r in block if r["resolved"]}
-        tiers = letters([x for x in order if math.isfinite(pooled[x][0].value)],
-                        lambda a, b: frozenset((a, b)) in resolved)
+        tiers = letters([x for x in order if math.isfinite(pooled[x][0].value)], _member(resolved))
         comps.extend(block)
         for meth in order:
             p, vals = pooled[meth]
@@ -144,16 +144,22 @@ def pooled_tables(seeds: Sequence[SeedValues]) -> tuple[pd.DataFrame, pd.DataFra
             pd.DataFrame(comps, columns=list(POOLED_COMPARISON_COLUMNS)))
 
 
+def _member(pairs: set[frozenset[str]]) -> Callable[[str, str], bool]:
+    """A predicate: is the pair (a, b) in ``pairs``."""
+    return lambda a, b: frozenset((a, b)) in pairs
+
+
 def _pair(seeds: Sequence[SeedValues], where: tuple[str, str], pair: tuple[str, str], m: int) -> dict[str, Any]:
     """The pooled paired difference of one method pair (a row of pooled_comparisons.csv, unadjusted)."""
     kind, metric = where
     a, b = pair
-    deltas, reps = [], []
+    deltas: list[float] = []
+    reps: list[np.ndarray] = []
     for s in seeds:
         va, vb = s.values.get((kind, metric, a)), s.values.get((kind, metric, b))
         if va is None or vb is None:
             deltas.append(math.nan)
-            reps.append([])
+            reps.append(np.zeros(0))
             continue
         d, r = paired_seed_replicates((va.image_ids, va.per_image), (vb.image_ids, vb.per_image), va.statistic, m,
                                       row_rng(s.seed, "pooled-pair", kind, metric, a, b))
