@@ -11,7 +11,7 @@ the exactness of the inverse at the projected point (``||T(x_p) - T(x)||`` / fea
 when exact; the tie gap; the reconstruction error); the share of x_p's pixels outside [0, 1]; the
 *grid share* of E = x - x_p (energy of its component that repeats with the 2**stages-pixel period
 of the squeezes, 1 = a fixed tiled pattern); the share of the metric's map M = sum_c max(E_c, 0)
-inside the object mask (beside the mask's area share); and for both methods the MCS (and the mean g of each
+inside the object mask (beside the mask's area share) and the positive share of |E| inside it; and for both methods the MCS (and the mean g of each
 model) on the images both models classify correctly, with E, with -E, with |E| and with E minus
 its grid component. ``--known`` adds the same numbers
 for a model whose answer is known by construction: an i-RevNet with identity couplings (T linear
@@ -73,6 +73,9 @@ def _per_model(model: Any, x: Tensor, masks: Tensor) -> dict[str, Any]:
         m = positive_map(e)
         inside = (m * masks[:, 0]).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1e-30)
         out[name]["mask_energy_share"] = inside
+        inner = e * masks
+        out[name]["positive_inside"] = inner.clamp(min=0).flatten(1).sum(1) / inner.abs().flatten(1).sum(1).clamp_min(
+            1e-30)
     proj = out["invertible_projection"]
     xp = x - proj["e"]
     with torch.no_grad():
@@ -109,7 +112,9 @@ def _report(tag: str, obj: dict[str, Any], scene: dict[str, Any], labels: tuple[
               f"{_med(t['linearization_error']):.3f}")
         print(f"{tag} {role:<5} grid share of E median {_med(r['grid_share']):.3f}  mask energy share "
               f"projection {_med(p['mask_energy_share']):.3f} taylor "
-              f"{_med(r['invertible_taylor']['mask_energy_share']):.3f} (mask area {area:.3f})")
+              f"{_med(r['invertible_taylor']['mask_energy_share']):.3f} (mask area {area:.3f})  positive share of "
+              f"|E| inside the mask projection {_med(p['positive_inside']):.3f} taylor "
+              f"{_med(r['invertible_taylor']['positive_inside']):.3f}")
     both = (obj["pred"] == labels[0]) & (scene["pred"] == labels[1])
     for name in ("invertible_projection", "invertible_taylor"):
         ok = both & obj[name]["valid"] & scene[name]["valid"]
