@@ -6,9 +6,10 @@ is pooled as the mean of the per-seed values, and its interval comes from a *two
 resample draws S seeds with replacement, then, for every drawn seed, resamples that seed's images
 with replacement and computes the statistic; the pooled resample is the mean over the drawn seeds.
 A seed drawn twice in one outer resample gets two independent image resamples. The spread between
-seeds therefore enters the interval; with few seeds it is coarse (S = 3 gives 10 distinct seed
-multisets), and it counts the image noise of each seed on top of the between-seed spread, so it
-is conservative rather than exact.
+seeds therefore enters the interval. With few seeds it is approximate: S = 3 gives 10 distinct
+seed multisets, the resampled between-seed variance is (S - 1)/S of the unbiased one (too
+narrow), and each seed's image noise is counted on top of the spread of the seed values, which
+already contains it (too wide).
 
 The *replication rate* of a metric: of the method pairs resolved in one seed, the share whose
 difference has the same sign in each other seed (whether or not it is resolved there).
