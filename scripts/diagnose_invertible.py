@@ -11,12 +11,12 @@ the exactness of the inverse at the projected point (``||T(x_p) - T(x)||`` / fea
 when exact; the tie gap; the reconstruction error); the share of x_p's pixels outside [0, 1]; the
 *grid share* of E = x - x_p (energy of its component that repeats with the 2**stages-pixel period
 of the squeezes, 1 = a fixed tiled pattern); the share of the metric's map M = sum_c max(E_c, 0)
-inside the object mask (beside the mask's area share) and the positive share of |E| inside it; and for both methods the MCS (and the mean g of each
-model) on the images both models classify correctly, with E, with -E, with |E| and with E minus
-its grid component. ``--known`` adds the same numbers
-for a model whose answer is known by construction: an i-RevNet with identity couplings (T linear
-and orthogonal up to the normalisation), for which E is exactly (m / ||d||^2) times one tiled
-pattern per class pair: grid share 1, and ||T(x_p) - T(x)|| / feature distance = 1.
+inside the object mask (beside the mask's area share) and the positive share of |E| inside it;
+and for both methods the MCS (and the mean g of each model) on the images both models classify
+correctly, with E, with -E, with |E| and with E minus its grid component. ``--known`` adds the
+same numbers for a model whose answer is known by construction: an i-RevNet with identity
+couplings (T linear and orthogonal up to the normalisation), for which E is exactly (m / ||d||^2)
+times one tiled pattern per class pair: grid share 1, and ||T(x_p) - T(x)|| / feature distance = 1.
 """
 
 from __future__ import annotations
