@@ -116,20 +116,21 @@ def evaluate(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig
     skipped with a hint naming the `bam train` commands (an error when the config names it). Rank 0
     holds an exclusive lock on ``out`` (:mod:`bam._lock`): a second evaluation into it is refused.
     """
+    t0 = time.perf_counter()
     ctx = ctx or ExecContext(device=torch.device("cpu"))
     out = Path(out)
-    if not ctx.dist.is_main:
-        return _evaluate(data, models, config, out, ctx)
-    with output_lock(out, "bam evaluate"):
-        return _evaluate(data, models, config, out, ctx)
-
-
-def _evaluate(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig, out: Path,
-              ctx: ExecContext) -> EvalResult | None:
-    """:func:`evaluate` once ``out`` is locked (on rank 0)."""
-    t0 = time.perf_counter()
-    p = plan(data, models, config)
+    p = plan(data, models, config)  # bad input is refused before the output folder is touched
     skipped = _check_skips(p, lambda s: train_hint(s, str(data.root), models_root(models)))
+    if not ctx.dist.is_main:
+        return _run(p, skipped, out, ctx, t0)
+    with output_lock(out, "bam evaluate"):
+        return _run(p, skipped, out, ctx, t0)
+
+
+def _run(p: EvalPlan, skipped: tuple[dict[str, str], ...], out: Path, ctx: ExecContext,
+         t0: float) -> EvalResult | None:
+    """:func:`evaluate` after planning, once ``out`` is locked (on rank 0)."""
+    config = p.config
     cache_dir = confine(out, out / "cache", "evaluation cache folder")
     cache = RecordCache(cache_dir)
     if ctx.dist.is_main:

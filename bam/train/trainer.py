@@ -111,23 +111,38 @@ def fit(config: TrainConfig, data: Any, out_dir: Path, role: str, *, device: str
                    dist=current())
     if not run.dist.is_main:
         return _fit_unlocked(run)
+    finished = _finished(run)  # confirming a finished run writes nothing, so it takes no lock
+    if finished is not None:
+        return finished
     with output_lock(out_dir, "bam train"):
         return _fit_unlocked(run)
+
+
+def _finished(run: TrainRun) -> ModelCard | None:
+    """The card of the finished run in ``run.out_dir`` with the same settings (verified), else None.
+
+    BamError when the folder holds a run with other settings or a finished set that does not verify."""
+    out_dir = run.out_dir
+    state = check_resumable(out_dir, _settings(run.config, run.role, run.data, run.dist.world_size))
+    if state is None or state["epoch"] < run.config.epochs or not (out_dir / CARD_FILE).is_file():
+        return None
+    card = read_card(out_dir)
+    problem = checkpoint_problem(out_dir, card)
+    if problem:
+        raise BamError(f"{out_dir} holds a finished run whose files do not match {CARD_FILE} ({problem}); "
+                       "use another --out or delete it to train again")
+    log.info("%s: already trained (%d epochs); nothing to do", out_dir, state["epoch"])
+    return card
 
 
 def _fit_unlocked(run: TrainRun) -> ModelCard:
     """:func:`fit` once ``run.out_dir`` is locked (on rank 0)."""
     config, data, out_dir, role = run.config, run.data, run.out_dir, run.role
     settings = _settings(config, role, data, run.dist.world_size)
+    finished = _finished(run)
+    if finished is not None:
+        return finished
     state = check_resumable(out_dir, settings)
-    if state is not None and state["epoch"] >= config.epochs and (out_dir / CARD_FILE).is_file():
-        card = read_card(out_dir)
-        problem = checkpoint_problem(out_dir, card)
-        if problem:
-            raise BamError(f"{out_dir} holds a finished run whose files do not match {CARD_FILE} ({problem}); "
-                           "use another --out or delete it to train again")
-        log.info("%s: already trained (%d epochs); nothing to do", out_dir, state["epoch"])
-        return card
     if state is not None:
         check_environment(out_dir, state, environment())
     try:
