@@ -112,7 +112,7 @@ def test_every_repeat_runs_after_one_with_a_method_failed_everywhere(tmp_path: P
 
     seen: list[int] = []
 
-    def one(cfg: RunConfig, d: object, stages: object, how: object, echo: object) -> tuple[tuple[str, str], ...]:
+    def one(cfg: RunConfig, d: object, opts: object, echo: object) -> tuple[tuple[str, str], ...]:
         seen.append(d.seed)  # type: ignore[attr-defined]
         return (("plugin:broken", "boom"),) if d.seed in (5, 6) else ()  # type: ignore[attr-defined]
 
