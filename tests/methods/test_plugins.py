@@ -68,7 +68,7 @@ def test_plugin_with_bam_info_keeps_defaults(plugin_module, linear_net):
 
 
 def test_plugin_wrong_shape_raises(plugin_module, linear_net):
-    with pytest.raises(BamError, match="returned shape"):
+    with pytest.raises(BamError, match="returned a float32 tensor of shape"):
         attribute(f"{plugin_module}:wrong_shape", linear_net, torch.rand(2, 3, 4, 4), 0)
 
 
