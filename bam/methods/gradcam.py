@@ -30,16 +30,31 @@ SELVARAJU = ("Selvaraju, Cogswell, Das, Vedantam, Parikh, Batra. Grad-CAM: Visua
 
 
 class _LayerTap:
-    """Forward hook on the GradCAM layer: keeps its output as a fresh leaf that requires grad, and turns
-    gradient recording on for the rest of the forward (the part before the layer runs without a graph)."""
+    """Forward hook on the GradCAM layer: keeps its output as a fresh leaf that requires grad, and records the
+    rest of the forward (the part before the layer runs without a graph). It owns the gradient mode: entered
+    (:meth:`__enter__`) it switches recording off; the hook switches it on at the layer; on exit the mode the
+    caller had is back, whether the forward finished or raised."""
 
-    def __init__(self) -> None:
+    def __init__(self, layer: torch.nn.Module) -> None:
         self.acts: list[Tensor] = []
+        self._layer = layer
+        self._prev = torch.is_grad_enabled()
+        self._handle: Any = None
 
-    def __call__(self, module: torch.nn.Module, args: Any, output: Tensor) -> Tensor:
+    def __enter__(self) -> _LayerTap:
+        self._prev = torch.is_grad_enabled()
+        self._handle = self._layer.register_forward_hook(self._hook)
+        torch.set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+        torch.set_grad_enabled(self._prev)
+
+    def _hook(self, module: torch.nn.Module, args: Any, output: Tensor) -> Tensor:
         leaf = output.detach().requires_grad_(True)
         self.acts.append(leaf)
-        torch.set_grad_enabled(True)
+        torch.set_grad_enabled(True)  # for the rest of this forward only: __exit__ restores the caller's mode
         return leaf
 
 
@@ -54,13 +69,8 @@ def gradcam_maps(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_b
         raise BamError(f"method 'gradcam' needs model.gradcam_layer to be a module; got {type(layer).__name__}")
     out = torch.empty((inputs.shape[0], 1, *inputs.shape[2:]), dtype=inputs.dtype, device=inputs.device)
     for sl in chunks(inputs.shape[0], micro_batch):
-        tap = _LayerTap()
-        handle = layer.register_forward_hook(tap)
-        try:
-            with torch.no_grad():  # the tap switches gradients on at the layer; the context restores the mode
-                logits = model(inputs[sl].detach())
-        finally:
-            handle.remove()
+        with _LayerTap(layer) as tap:
+            logits = model(inputs[sl].detach())
         if len(tap.acts) != 1:
             raise BamError(f"method 'gradcam' needs model.gradcam_layer to run once per forward; "
                            f"{type(layer).__name__} ran {len(tap.acts)} times; accepted: a layer called once")
