@@ -71,11 +71,12 @@ def gradcam_maps(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_b
     for sl in chunks(inputs.shape[0], micro_batch):
         with _LayerTap(layer) as tap:
             logits = model(inputs[sl].detach())
+            score = logits.gather(1, target[sl].view(-1, 1)).sum()  # recorded too: the tap's mode holds here
         if len(tap.acts) != 1:
             raise BamError(f"method 'gradcam' needs model.gradcam_layer to run once per forward; "
                            f"{type(layer).__name__} ran {len(tap.acts)} times; accepted: a layer called once")
         acts = tap.acts[0]
-        (grads,) = torch.autograd.grad(logits.gather(1, target[sl].view(-1, 1)).sum(), acts)
+        (grads,) = torch.autograd.grad(score, acts)
         weights = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True)
         m = (weights * acts.detach()).sum(1, keepdim=True).clamp_min_(0)
         m = F.interpolate(m, size=tuple(inputs.shape[2:]), mode="bilinear", align_corners=False)
