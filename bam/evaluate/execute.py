@@ -8,6 +8,7 @@ round-robin to the ranks and :func:`gather` merges the ranks' executions on rank
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -16,18 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bam._device import peak_memory_mb
 from bam._dist import DistInfo, barrier, gather_objects
 from bam._io import hash_json
 from bam.evaluate._cache import RecordCache
 from bam.evaluate._counting import PassCount, count_passes
-from bam.evaluate._guard import ModelGuard, StateChanged, call_guarded, failure_line
+from bam.evaluate._guard import StateChanged, call_guarded, failure_line
 from bam.evaluate._records import RecordBatch, batch_from_payload
+from bam.evaluate._unit import UnitState
 from bam.evaluate.iir_patch import PatchSet, build_patch_set, patch_summary
 from bam.evaluate.plan import EvalPlan, MethodPlan, Unit
 from bam.methods import AttributionResult
+from bam.methods._space import ModelSpaceModel
 from bam.metrics import object_attribution
 
 log = logging.getLogger("bam.evaluate")
@@ -88,27 +91,6 @@ class Outcome:
     called: bool = False
 
 
-class _UnitState:
-    """What the executor holds for the unit in progress: the isolation guard of its model(s) and the model-space
-    view (one per unit, shared by its chunks and methods; dropped with the unit)."""
-
-    def __init__(self, unit: Unit) -> None:
-        self.unit = unit
-        model = unit.model.model.eval()
-        self.guards = [ModelGuard(model)]
-        self.views: dict[str, nn.Module] = {"pixel": model}
-
-    def model_for(self, space: str) -> nn.Module:
-        """The model a method in ``space`` is called with (the model-space view is guarded too)."""
-        if space not in self.views:
-            from bam.methods._space import model_space
-
-            view = model_space(self.unit.model.model)
-            self.views[space] = view
-            self.guards.append(ModelGuard(view, covered=self.guards[0]))
-        return self.views[space]
-
-
 @dataclass
 class _Run:
     """One rank's inputs and the per-run lookups (module-private)."""
@@ -117,7 +99,7 @@ class _Run:
     cache: RecordCache
     ctx: ExecContext
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
-    state: _UnitState | None = None
+    state: UnitState | None = None
     guard_seconds: float = 0.0
     guard_checks: int = 0
 
@@ -128,11 +110,11 @@ class _Run:
             self.rows[subset] = {str(i): n for n, i in enumerate(table["image_id"])}
         return self.rows[subset]
 
-    def unit_state(self, unit: Unit) -> _UnitState:
+    def unit_state(self, unit: Unit) -> UnitState:
         """The state of ``unit`` (a new snapshot when the unit changes)."""
         if self.state is None or self.state.unit is not unit:
             self.close_unit()
-            self.state = _UnitState(unit)
+            self.state = UnitState(unit)
         return self.state
 
     def close_unit(self) -> None:
@@ -190,8 +172,9 @@ class _Chunk:
             from bam.methods import to_space
 
             x, _y, m = self.load()
-            self.run.unit_state(self.unit).model_for(space)
-            self._views[space] = to_space(self.unit.model.model, x, m, space, self.plan.config.mask_mode)
+            view = self.run.unit_state(self.unit).model_for(space)
+            self._views[space] = to_space(self.unit.model.model, x, m, space, self.plan.config.mask_mode,
+                                          view=view if isinstance(view, ModelSpaceModel) else None)
         return self._views[space]
 
     def reload(self) -> None:
@@ -251,10 +234,10 @@ def _call_params(chunk: _Chunk, method: MethodPlan, key: Mapping[str, Any]) -> d
     return params
 
 
-def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any],
-             key: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """Run the method on the chunk under the isolation guard: (payload, error); cached unless it failed."""
-    from bam.methods import attribute_full
+def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any], key: Mapping[str, Any],
+             unchanged: list[bool] | None) -> Outcome:
+    """Run the method on the chunk under the isolation guard: its records (cached unless it failed)."""
+    from bam.methods._call import call_method, check_model, resolve_params
 
     x, _y, _m = chunk.load()
     view = chunk.view(method.space)
@@ -269,8 +252,10 @@ def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any],
     count = PassCount()
 
     def call(xs: Tensor, ts: Tensor) -> AttributionResult:
+        check_model(method.info, model)
+        fn = state.method_fn(method)
         with count_passes(counted) as c:  # its hooks are gone again when the guard looks at the model
-            res = attribute_full(method.name, model, xs, ts, **params)
+            res = call_method(method.name, fn, model, xs, ts, resolve_params(method.info, params))
         count.forward_rows, count.backward_rows = c.forward_rows, c.backward_rows
         return res
 
@@ -286,7 +271,8 @@ def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any],
         log.warning("method %s failed on %s/%s (%d images): %s", method.name, chunk.unit.need.role,
                     chunk.unit.need.input, len(chunk.ids), msg)
         n = len(chunk.ids)
-        return {"g": [math.nan] * n, "valid": [False] * n, "extras": {"nonfinite": [0.0] * n}}, msg
+        failed = {"g": [math.nan] * n, "valid": [False] * n, "extras": {"nonfinite": [0.0] * n}}
+        return _outcome(chunk, method, preds, unchanged, failed, msg)
     assert res.valid is not None
     payload = {"g": g.cpu().tolist(), "valid": res.valid.cpu().tolist(),
                "empty_mask": (m.flatten(1).sum(1) == 0).cpu().tolist(),
@@ -294,7 +280,20 @@ def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any],
                "seconds": time.perf_counter() - t0, "peak_mb": peak_memory_mb(x.device),
                "forward_rows": count.forward_rows, "backward_rows": count.backward_rows}
     chunk.run.cache.put("records", dict(key), payload)
-    return payload, None
+    return _outcome(chunk, method, preds, unchanged, payload)
+
+
+def _outcome(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any], unchanged: list[bool] | None,
+             payload: Mapping[str, Any], error: str | None = None) -> Outcome:
+    """The typed records and cost of one method on the chunk from its (computed or cached) payload."""
+    u = chunk.unit
+    fields = {"method": method.name, "method_hash": method.params_hash, "model_role": u.need.role,
+              "model_hash": u.model.sha256[:16], "subset": u.need.subset, "input": u.need.input}
+    batch = batch_from_payload(fields, chunk.ids, preds, payload, unchanged, method.info.version)
+    cost = Cost(method=method.name, role=u.need.role, input=u.need.input, seconds=float(payload.get("seconds", 0.0)),
+                images=0 if error else len(chunk.ids), peak_mb=float(payload.get("peak_mb", 0.0)),
+                forward_rows=int(payload.get("forward_rows", -1)), backward_rows=int(payload.get("backward_rows", -1)))
+    return Outcome(batch=batch, cost=cost, error=error, called=True)
 
 
 def _run_chunk(chunk: _Chunk) -> list[Outcome]:
@@ -318,20 +317,12 @@ def _run_chunk(chunk: _Chunk) -> list[Outcome]:
 
 def _run_method(chunk: _Chunk, name: str, preds: Mapping[str, Any], unchanged: list[bool] | None) -> Outcome:
     """Records of one method on the chunk (from cache or computed)."""
-    u = chunk.unit
     method = chunk.plan.method(name)
-    key = _key(chunk.plan, u, chunk.ids, method)
+    key = _key(chunk.plan, chunk.unit, chunk.ids, method)
     payload = chunk.run.cache.get("records", key)
-    cached, error = payload is not None, None
     if payload is None:
-        payload, error = _compute(chunk, method, preds, key)
-    fields = {"method": name, "method_hash": method.params_hash, "model_role": u.need.role,
-              "model_hash": u.model.sha256[:16], "subset": u.need.subset, "input": u.need.input}
-    batch = batch_from_payload(fields, chunk.ids, preds, payload, unchanged, method.info.version)
-    cost = Cost(method=name, role=u.need.role, input=u.need.input, seconds=float(payload.get("seconds", 0.0)),
-                images=0 if error else len(chunk.ids), peak_mb=float(payload.get("peak_mb", 0.0)),
-                forward_rows=int(payload.get("forward_rows", -1)), backward_rows=int(payload.get("backward_rows", -1)))
-    return Outcome(batch=batch, cost=cost, error=error, cached=cached, called=not cached)
+        return _compute(chunk, method, preds, key, unchanged)
+    return dataclasses.replace(_outcome(chunk, method, preds, unchanged, payload), cached=True, called=False)
 
 
 def execute(plan: EvalPlan, cache: RecordCache, ctx: ExecContext,

@@ -63,6 +63,12 @@ class MethodInfo:
     #: True when the method never writes into its ``inputs``/``target`` tensors (every built-in); other
     #: methods get a private copy of the batch from the evaluation
     reads_inputs_only: bool = True
+    #: per-model state (like captum's ``Attribution(forward_func)``): ``prepare(model)`` returns the method bound
+    #: to that model, called like the function (``fn(model, inputs, target, **params)``) and free to keep what it
+    #: computed for the model (DeepLIFT's reference activations, the ReLU audit). Whoever calls it owns it: the
+    #: evaluation prepares once per unit of work (the model unchanged throughout), a plain call once per call.
+    #: None: the function itself is called.
+    prepare: Callable[[torch.nn.Module], MethodFn] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))

@@ -136,17 +136,26 @@ def attribute_full(name: str, model: torch.nn.Module | None, inputs: Tensor, tar
     if target.shape[0] != inputs.shape[0]:
         raise BamError(f"target has {target.shape[0]} entries for {inputs.shape[0]} inputs")
     resolved = resolve_params(info, params)
+    bound = info.prepare(model) if info.prepare is not None and model is not None else fn
+    return call_method(name, bound, model, inputs, target, resolved)
+
+
+def call_method(name: str, fn: MethodFn, model: torch.nn.Module | None, inputs: Tensor, target: Tensor,
+                params: Mapping[str, Any]) -> AttributionResult:
+    """Call method ``fn`` (the registered function, or the one its ``prepare`` bound to ``model``) with resolved
+    ``params`` in ``model.eval()`` (the previous mode restored); its return value checked (:func:`check_result`),
+    non-finite rows marked invalid."""
     was_training = model.training if model is not None else False
     if model is not None:
         model.eval()
     try:
-        out = fn(model, inputs, target, **resolved)
+        out = fn(model, inputs, target, **params)
     finally:
         if model is not None and was_training:
             model.train()
     result = check_result(name, out, inputs)
     attr = result.attributions = result.attributions.detach()
-    finite = torch.isfinite(result.attributions.flatten(1)).all(1)
+    finite = torch.isfinite(attr.flatten(1)).all(1)
     result.extras.setdefault("nonfinite", (~finite).to(torch.float32))
     valid = result.valid if result.valid is not None else torch.ones_like(finite)
     result.valid = valid.to(attr.device) & finite

@@ -23,7 +23,7 @@ from torch import Tensor
 from bam.errors import BamError
 from bam.methods._base import MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
-from bam.methods.guided import SPRINGENBERG, guided_backprop_grads
+from bam.methods.guided import SPRINGENBERG, GuidedBackprop, guided_backprop_grads
 
 SELVARAJU = ("Selvaraju, Cogswell, Das, Vedantam, Parikh, Batra. Grad-CAM: Visual Explanations from Deep Networks "
              "via Gradient-based Localization. ICCV 2017")
@@ -100,12 +100,20 @@ def gradcam(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_bat
     return maps.expand_as(inputs).contiguous()
 
 
+class GuidedGradCam(GuidedBackprop):
+    """Guided GradCAM bound to one model (``MethodInfo.prepare``): the ReLU audit runs once."""
+
+    def __call__(self, model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
+        """Guided backprop ⊙ GradCAM."""
+        mb = resolve_micro_batch(model, inputs, micro_batch)
+        return guided_backprop_grads(model, inputs, target, mb, self.auditor) * gradcam_maps(model, inputs, target, mb)
+
+
 @register_method(MethodInfo(
     name="guided_gradcam", title="Guided GradCAM", paper=f"{SELVARAJU}; {SPRINGENBERG}", family="guided",
-    requires=("conv_layer",), passes=_two_passes,
+    requires=("conv_layer",), passes=_two_passes, prepare=GuidedGradCam,
     description="Guided backpropagation times the (upsampled, normalised) GradCAM map.",
 ))
 def guided_gradcam(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
     """Guided backprop ⊙ GradCAM."""
-    mb = resolve_micro_batch(model, inputs, micro_batch)
-    return guided_backprop_grads(model, inputs, target, mb) * gradcam_maps(model, inputs, target, mb)
+    return GuidedGradCam(model)(model, inputs, target, micro_batch=micro_batch)
