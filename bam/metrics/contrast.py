@@ -59,7 +59,7 @@ def commonality_ks(records: pd.DataFrame) -> list[int]:
 
 def average_ranks(v: np.ndarray) -> np.ndarray:
     """1-based ranks of ``v``, ties sharing their average rank (as ``pandas.Series.rank("average")``);
-    numpy only, as the RMCS bootstrap calls it hundreds of thousands of times."""
+    numpy only (for :func:`spearman`, the rank statistic the RMCS summary used before :class:`CurveFall`)."""
     order = np.argsort(v, kind="mergesort")
     sv = v[order]
     first = np.empty(len(v), dtype=bool)
