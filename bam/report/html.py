@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from bam._io import dumps_json, write_bytes, write_text
+from bam._paths import confine
 from bam.errors import BamError
 from bam.outputs import check_output_set
 from bam.report import figures
@@ -179,11 +180,18 @@ def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> s
     return body
 
 
+#: What the intervals of one evaluation cover (said in its report and by ``bam run``).
+SINGLE_RUN_NOTE = ("These intervals and tiers come from one training run: they resample its images, not training "
+                   "runs, so another training seed can contradict a resolved order. `bam run --repeats N` trains N "
+                   "seeds and reports values pooled over them with intervals over seeds and images (summary/).")
+
+
 def _overview(results: pd.DataFrame, controls: frozenset[str]) -> str:
-    """Methods x metrics: value [CI] (curve points excluded)."""
+    """Methods x metrics: value [CI] (curve points excluded), after what the intervals cover."""
     main = results[~is_curve_point(results)]
     if main.empty:
         return '<p class="muted">no summary metrics in results.csv.</p>'
+    note = f"<p><b>{html.escape(SINGLE_RUN_NOTE)}</b></p>"
     metrics = list(dict.fromkeys(main["metric"]))
     methods = sorted(set(main["method"]), key=lambda m: (m in controls, m))
     rows, classes = [], []
@@ -196,7 +204,7 @@ def _overview(results: pd.DataFrame, controls: frozenset[str]) -> str:
             row.append("; ".join(cells))
         rows.append(row)
         classes.append("control" if m in controls else "")
-    return _table(["method", *metrics], rows, classes, numeric=set(range(1, len(metrics) + 1)))
+    return note + _table(["method", *metrics], rows, classes, numeric=set(range(1, len(metrics) + 1)))
 
 
 def _ranking(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) -> str:
@@ -288,7 +296,7 @@ def _gallery(results_dir: Path, controls: frozenset[str], figs: _Figures) -> str
     folder = results_dir / "examples"
     if folder.is_dir():
         for png_path in sorted(folder.glob("*.png")):
-            data = base64.b64encode(png_path.read_bytes()).decode("ascii")
+            data = base64.b64encode(confine(results_dir, png_path, "example image").read_bytes()).decode("ascii")
             parts.append(f"<h3>{html.escape(png_path.name)}</h3>"
                          f'<img alt="{html.escape(png_path.name)}" src="data:image/png;base64,{data}">')
     if not parts:
@@ -330,6 +338,8 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
     if worst < 0:
         raise BamError(f"--worst {worst} is invalid; accepted: an integer >= 0")
     check_output_set(results_dir, required=("results.csv",))
+    for entry in sorted(results_dir.iterdir()):  # read (results, provenance, examples) or written (figures/)
+        confine(results_dir, entry, "evaluation output")
     controls = control_methods() if controls is None else controls
     results = read_results(results_dir / "results.csv")
     prov_path = results_dir / "provenance.json"
