@@ -65,12 +65,23 @@ def test_workflow_is_valid_yaml_and_uses_real_options() -> None:
     assert "$METHOD" in runs and wf["env"]["METHOD"].count(":") == 1
 
 
-def test_committed_baseline_is_schema_1_and_passes_against_itself() -> None:
+def test_committed_baseline_is_current_and_complete() -> None:
+    """The baseline is in this bam's schema, has every registered method, metric and TCAV row, and
+    passes against itself with no "out of date" line (else: scripts/ci_regression.sh --fresh --update-baseline)."""
+    from bam.methods import list_methods
+    from bam.metrics import list_metrics
+    from bam.report.compare import stale_line
+    from bam.schema import SCHEMA_VERSION
+
     if not BASELINE.is_file():
         pytest.fail(f"{BASELINE} is missing: run scripts/ci_regression.sh --fresh --update-baseline")
     df = read_results(BASELINE)
+    regen = "scripts/ci_regression.sh --fresh --update-baseline"
+    assert set(df["schema_version"]) == {SCHEMA_VERSION}, f"baseline schema is old: run {regen}"
     assert set(df["dataset"]) == {"tiny"} and set(df["seed"].astype(str)) == {"0"}
-    assert {"mcs", "idr", "iir", "rmcs", "rmcs_curve"} <= set(df["metric"])
-    assert {"random", "edge", "center", "gradient", "gradcam"} <= set(df["method"])
+    assert set(df["method"]) == {*list_methods(), "tcav"}, f"baseline method set is out of date: run {regen}"
+    assert {"mcs", "idr", "iir", "rmcs", "rmcs_curve", "tcav_mcs", "tcav_rmcs"} <= set(df["metric"])
+    assert set(list_metrics()) <= set(df["metric"])
     cmp = compare_results(BASELINE, BASELINE, GateRules(tolerance=0.0))
     assert not cmp.failed and set(cmp.frame["status"]) <= {"OK", "INFO"}
+    assert stale_line(cmp, "x") is None
