@@ -197,7 +197,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
-            raise BamError(f"config {where}: expected a list of {len(args)} values, got {len(value)}: {short_repr(value)}")
+            raise BamError(f"config {where}: expected a list of {len(args)} values, got {len(value)}: "
+                           f"{short_repr(value)}")
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin in (dict, Mapping) or tp in (dict, Mapping):
         if not isinstance(value, Mapping):
@@ -293,7 +294,8 @@ def load_config(cls: type[T], source: str | os.PathLike[str] | Mapping[str, Any]
         for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise BamError(f"config {cls.__name__}.{'.'.join(parts[:i + 1])}: expected a mapping, got {short_repr(node)}")
+                raise BamError(f"config {cls.__name__}.{'.'.join(parts[:i + 1])}: expected a mapping, "
+                               f"got {short_repr(node)}")
         node[parts[-1]] = value
     return from_dict(cls, data, cls.__name__)
 
