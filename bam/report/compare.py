@@ -138,11 +138,23 @@ def _params(cell: Any) -> Any:
         return text
 
 
+def _version(row: dict[str, Any], side: str) -> str:
+    """A row's ``method_version`` cell as text ("" when absent or empty)."""
+    cell = row.get(f"{VERSION_COLUMN}_{side}")
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return ""
+    text = str(cell).strip()
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _definition(row: dict[str, Any], side: str, versioned: bool) -> str:
-    """A method's definition as text: ``method_params`` JSON, prefixed by ``v<method_version>``."""
+    """A method's definition as text: ``method_params`` JSON, prefixed by ``v<method_version>`` when
+    ``versioned`` and both sides of the row have a version (an older file without one compares by
+    its parameters alone)."""
     params = _params(row[f"method_params_{side}"])
     text = json.dumps(params, sort_keys=True) if not isinstance(params, str) else params
-    return f"v{str(row[f'{VERSION_COLUMN}_{side}']).strip()} {text}" if versioned else text
+    both = versioned and _version(row, "b") != "" and _version(row, "n") != ""
+    return f"v{_version(row, side)} {text}" if both else text
 
 
 def _joined(baseline: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, bool]:

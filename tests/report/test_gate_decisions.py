@@ -91,6 +91,10 @@ def test_a_changed_method_version_is_changed(make_results: Callable[..., Path], 
     pd.read_csv(base, dtype=str, keep_default_na=False).drop(columns="method_version").to_csv(old, index=False)
     cmp = compare_results(old, new)
     assert cmp.failed and set(cmp.frame.loc[cmp.frame["fails"], "method"]) == {"gradient"}
+    # ... and so when the baseline has the column but no version in it (a reader's default for old files)
+    pd.read_csv(base, dtype=str, keep_default_na=False).assign(method_version="").to_csv(old, index=False)
+    cmp = compare_results(old, new)
+    assert cmp.failed and set(cmp.frame.loc[cmp.frame["fails"], "method"]) == {"gradient"}
 
 
 def test_definition_change_shows_only_what_differs() -> None:
