@@ -47,16 +47,8 @@ def command(baseline: Path, new: Path, tolerance: float, use_ci: bool, allow_mis
     """
     from bam._io import write_csv
     from bam.errors import BamError
-    from bam.report.compare import (
-        GateRules,
-        changed_lines,
-        compare_results,
-        failure_lines,
-        format_table,
-        new_line,
-        stale_line,
-        summary_line,
-    )
+    from bam.report.compare import GateRules, compare_results, format_table, summary_line
+    from bam.report.gate_lines import changed_lines, failure_lines, new_line, stale_line
 
     if tolerance < 0 or tolerance != tolerance:
         raise BamError(f"--tolerance {tolerance} is invalid; accepted: a number >= 0")

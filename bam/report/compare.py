@@ -129,7 +129,7 @@ class GateRules:
     tolerance_only: bool = False
 
 
-def _params(cell: Any) -> Any:
+def parse_params(cell: Any) -> Any:
     """A ``method_params`` cell as a comparable value (decoded JSON; other text stripped)."""
     text = "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell).strip()
     try:
@@ -151,7 +151,7 @@ def _definition(row: dict[str, Any], side: str, versioned: bool) -> str:
     """A method's definition as text: ``method_params`` JSON, prefixed by ``v<method_version>`` when
     ``versioned`` and both sides of the row have a version (an older file without one compares by
     its parameters alone)."""
-    params = _params(row[f"method_params_{side}"])
+    params = parse_params(row[f"method_params_{side}"])
     text = json.dumps(params, sort_keys=True) if not isinstance(params, str) else params
     both = versioned and _version(row, "b") != "" and _version(row, "n") != ""
     return f"v{_version(row, side)} {text}" if both else text
@@ -268,83 +268,9 @@ def compare_results(baseline: str | os.PathLike[str], new: str | os.PathLike[str
     return compare_frames(read_checked(baseline, "baseline"), read_checked(new, "new results file"), rules)
 
 
-def _fmt(x: float) -> str:
+def fmt_value(x: float) -> str:
     """A value with 4 decimals; NaN/None as an empty cell."""
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.4f}".lstrip("+")
-
-
-def _names(items: list[str], limit: int = 4) -> str:
-    """A short, sorted list of names ("a, b, c and 5 more")."""
-    items = sorted(set(items))
-    head = ", ".join(items[:limit])
-    return head + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def _short(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _split(definition: str) -> tuple[str, Any]:
-    """A definition text (see :func:`_definition`) as (version prefix or "", decoded params)."""
-    version, _, rest = definition.partition(" ") if definition.startswith("v") else ("", "", definition)
-    return version, _params(rest)
-
-
-def definition_change(old: str, new: str) -> str:
-    """``old -> new`` restricted to what differs: the version, and the parameters whose values differ."""
-    (v_old, p_old), (v_new, p_new) = _split(old), _split(new)
-    if isinstance(p_old, dict) and isinstance(p_new, dict):
-        keys = sorted(k for k in {*p_old, *p_new} if p_old.get(k, _split) != p_new.get(k, _split))
-        p_old, p_new = ({k: p[k] for k in keys if k in p} for p in (p_old, p_new))
-    sides = []
-    for version, params, other in ((v_old, p_old, v_new), (v_new, p_new, v_old)):
-        text = params if isinstance(params, str) else json.dumps(params, sort_keys=True)
-        sides.append(_short((f"{version} " if version != other else "") + text, 200))
-    return f"{sides[0]} -> {sides[1]}"
-
-
-def changed_lines(cmp: Comparison) -> list[str]:
-    """One line per method whose definition changed: the old and the new definition (what differs)."""
-    frame = cmp.frame[cmp.frame["status"] == "CHANGED"]
-    seen = frame.drop_duplicates(["method", "baseline_definition", "new_definition"])
-    return [f"CHANGED {r.method}: {definition_change(r.baseline_definition, r.new_definition)} "
-            "(not gated: the baseline measured another definition)" for r in seen.itertuples(index=False)]
-
-
-def new_line(cmp: Comparison) -> str | None:
-    """One line summarising the rows only in NEW (None when there are none)."""
-    frame = cmp.frame[cmp.frame["status"] == "NEW"]
-    if frame.empty:
-        return None
-    return (f"NEW: {len(frame)} rows not in the baseline (methods {_names(list(frame['method']))}; "
-            f"metrics {_names(list(frame['metric']))})")
-
-
-def stale_line(cmp: Comparison, regenerate: str) -> str | None:
-    """The one line saying that the baseline is out of date and which command regenerates it.
-
-    Out of date: an older schema than this bam writes, a method set that differs (methods only in
-    one file), a row only in NEW, or a changed method definition. None when the baseline is current.
-    """
-    frame = cmp.frame
-    reasons = []
-    if cmp.baseline_schema < SCHEMA_VERSION:
-        reasons.append(f"schema {cmp.baseline_schema}, this bam writes {SCHEMA_VERSION}")
-    base_methods = set(frame.loc[frame["status"] != "NEW", "method"])
-    new_methods = set(frame.loc[frame["status"] != "MISSING", "method"])
-    if new_methods - base_methods:
-        reasons.append(f"methods not in it: {_names(list(new_methods - base_methods))}")
-    if base_methods - new_methods:
-        reasons.append(f"methods no longer run: {_names(list(base_methods - new_methods))}")
-    new_rows = frame[(frame["status"] == "NEW") & frame["method"].isin(base_methods)]
-    if len(new_rows):
-        reasons.append(f"{len(new_rows)} new rows of its methods")
-    changed = frame.loc[frame["status"] == "CHANGED", "method"]
-    if len(changed):
-        reasons.append(f"definition changed: {_names(list(changed))}")
-    if not reasons:
-        return None
-    return f"baseline out of date ({'; '.join(reasons)}): regenerate it with: {regenerate}"
 
 
 def format_table(cmp: Comparison, only_changes: bool = False) -> str:
@@ -360,28 +286,13 @@ def format_table(cmp: Comparison, only_changes: bool = False) -> str:
         metric = f"{r.metric}[k={r.k}]" if r.k != "" else r.metric
         delta = "" if np.isnan(r.delta) else f"{r.delta:+.4f}" + ("*" if r.real else "")
         status = r.status + (" (allowed)" if r.status == "MISSING" and not r.fails else "")
-        lines.append((r.method, metric, r.model_pair, _fmt(r.baseline), _fmt(r.new), delta, status))
+        lines.append((r.method, metric, r.model_pair, fmt_value(r.baseline), fmt_value(r.new), delta, status))
     widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     out.append("  ".join("-" * w for w in widths))
     for line in lines:
         out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
     return "\n".join(out)
-
-
-def failure_lines(cmp: Comparison) -> list[str]:
-    """One line per failing row, naming the method and the metric (what a CI log should show last)."""
-    out = []
-    for r in cmp.frame[cmp.frame["fails"]].itertuples(index=False):
-        metric = f"{r.metric}[k={r.k}]" if r.k != "" else r.metric
-        if r.status == "MISSING":
-            out.append(f"MISSING: {r.method} {metric} on {r.model_pair}: in the baseline, not in the new results")
-            continue
-        why = "could not be computed" if math.isnan(r.new) else \
-            f"{_fmt(r.baseline)} -> {_fmt(r.new)} (delta {r.delta:+.4f}, beyond {_fmt(r.threshold)}" + \
-            (f", p_adj {r.p_adjusted:.2g})" if math.isfinite(r.p_adjusted) else ")")
-        out.append(f"REGRESSION: {r.method} {metric} on {r.model_pair}: {why}")
-    return out
 
 
 def summary_line(cmp: Comparison) -> str:

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from bam.evaluate import EvalConfig, evaluate
 from bam.methods import METHODS
-from bam.report.compare import compare_results, failure_lines
+from bam.report.compare import compare_results
+from bam.report.gate_lines import failure_lines
 
 CONFIG = EvalConfig(methods=("bamtest_weighted", "random"), metrics=("mcs", "idr"), batch_size=8, bootstrap=100,
                     examples=0)

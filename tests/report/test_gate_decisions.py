@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from bam.cli.main import cli
 from bam.report import compare_results
-from bam.report.compare import GateRules, definition_change
+from bam.report.compare import GateRules
+from bam.report.gate_lines import definition_change
 from bam.schema import SCHEMA_VERSION, V2_DEFAULTS
 
 
