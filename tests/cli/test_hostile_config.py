@@ -83,3 +83,14 @@ def test_a_bad_value_is_truncated_in_the_message(tmp_path: Path) -> None:
     assert code == 2 and output.count("\n") == 1 and len(output) < 400, output
     assert "description" in output and "expected a string" in output
     assert len(short_repr(list(range(10**6)))) <= 80 and "..." in short_repr("x" * 1000)
+
+
+def test_a_bad_eval_config_value_is_truncated_in_the_message(tmp_path: Path) -> None:
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump({"images": {"mcs": [f"item{i}" for i in range(5000)]}}))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "models").mkdir()
+    code, output, _ = refused(["evaluate", "--data", str(tmp_path / "data"), "--models", str(tmp_path / "models"),
+                               "--config", str(config), "--out", str(tmp_path / "o")])
+    assert code == 2 and output.count("\n") == 1 and len(output) < 400, output
+    assert "images.mcs" in output and "accepted: a positive integer" in output
