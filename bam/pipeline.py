@@ -12,10 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bam.config import check_seed
 from bam.errors import BamError
 from bam.roles import BASE_ROLES, commonality_k, commonality_roles
+
+if TYPE_CHECKING:
+    from bam.evaluate.config import EvalConfig
 
 log = logging.getLogger("bam.pipeline")
 
@@ -127,17 +131,21 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike[str], *, stages: Sequenc
     t0 = time.perf_counter()
     failed: tuple[tuple[str, str], ...] = ()
     dirs = repeat_dirs(cfg, out)
-    for d in dirs:
+    for d in dirs:  # every repeat runs, whatever an earlier one's failures
         tag = "" if len(dirs) == 1 else f" seed {d.seed}"
-        failed = failed or _run_one(cfg, d, stages, (device, progress), _tagged(echo, tag))
+        mine = _run_one(cfg, d, stages, (device, progress), _tagged(echo, tag))
+        failed += tuple(f for f in mine if f not in failed)
     if len(dirs) > 1 and "report" in stages:
-        from bam.report.repeats import summarise_repeats
+        from bam.report.repeats import summarise_repeats, summary_lines
 
         summary = summarise_repeats([d.eval for d in dirs], out / "summary")
-        for r in summary.stability.to_dict("records"):
-            echo(f"[summary] {r['metric']:<10} Kendall W {r['kendall_w']:.3f}  mean tau {r['mean_tau']:.3f}  "
-                 f"resolved pairs {r['resolved_pairs']} of {r['n_pairs']}")
+        for line in summary_lines(summary):
+            echo(f"[summary] {line}")
         echo(f"[summary] {summary.out / 'report.html'}")
+    elif "report" in stages:
+        from bam.report.html import SINGLE_RUN_NOTE
+
+        echo(f"[report] {SINGLE_RUN_NOTE}")
     last = dirs[-1].eval if len(dirs) == 1 else out / "summary"
     return RunResult(out=out, results=last / ("results.csv" if len(dirs) == 1 else "stability.csv"),
                      report=last / "report.html", seconds=time.perf_counter() - t0, failed_everywhere=failed)
@@ -191,3 +199,43 @@ def _run_one(cfg: RunConfig, d: _Dirs, stages: Sequence[str], how: tuple[str, bo
         rep = build_report(d.eval)
         echo(f"[report] {rep.html} ({len(rep.figures)} figures)")
     return failed
+
+
+@dataclass(frozen=True)
+class RepeatsEvaluation:
+    """``bam evaluate`` over several model folders: one evaluation each, and their summary."""
+
+    evals: tuple[Path, ...]
+    summary: Path | None
+    failed_everywhere: tuple[tuple[str, str], ...] = ()
+
+
+def evaluate_repeats(data: Path, models: Sequence[Path], config: EvalConfig, out: Path, *, device: str = "auto",
+                     progress: bool = False) -> RepeatsEvaluation | None:
+    """Evaluate model folder i with seed ``config.seed + i`` into ``out/seed-<seed>`` and summarise them.
+
+    The seeds and the summary (``out/summary``, :func:`bam.report.repeats.summarise_repeats`) are
+    those of ``bam run --repeats N``, so the folders of such a run give the same summary. Under
+    torch.distributed only rank 0 returns (the others get None).
+    """
+    from dataclasses import replace
+
+    from bam.evaluate import evaluate_dir
+    from bam.report.repeats import summarise_repeats
+
+    evals: list[Path] = []
+    failed: tuple[tuple[str, str], ...] = ()
+    rank0 = True
+    for i, folder in enumerate(models):
+        seed = int(config.seed) + i
+        check_seed(seed, "evaluation seed")
+        target = out / f"seed-{seed}"
+        res = evaluate_dir(data, folder, replace(config, seed=seed), target, device=device, progress=progress)
+        rank0 = res is not None
+        if res is not None:
+            failed += tuple(f for f in res.failed_everywhere.items() if f not in failed)
+        evals.append(target)
+    if not rank0:
+        return None
+    summary = summarise_repeats(evals, out / "summary").out if len(evals) > 1 else None
+    return RepeatsEvaluation(evals=tuple(evals), summary=summary, failed_everywhere=failed)

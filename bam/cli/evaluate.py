@@ -43,8 +43,10 @@ def _method_help() -> str:
 @click.command("evaluate")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
               help="A dataset directory built by `bam build-data`.")
-@click.option("--models", "models_dir", required=True, type=click.Path(path_type=Path),
-              help="A directory of checkpoints (one per subfolder); models are picked by card role.")
+@click.option("--models", "models_dirs", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="A directory of checkpoints (one per subfolder); models are picked by card role. Repeatable: "
+                   "N folders (e.g. N training seeds) are evaluated with seeds s..s+N-1 into OUT/seed-<s> and "
+                   "summarised in OUT/summary, as `bam run --repeats N` does.")
 @click.option("--method", "methods", multiple=True, type=MethodName(), help=_method_help())
 @click.option("--metric", "metrics", multiple=True, type=click.Choice(list_metrics()),
               help="Metric (repeatable; default: every metric; tcav_* score the concept method tcav).")
@@ -60,8 +62,9 @@ def _method_help() -> str:
 @seed_option(None, "Seed of the stochastic methods and the bootstrap (0..2**32-1; default: the config's).")
 @device_option
 @common_options
-def command(data_dir: Path, models_dir: Path, methods: tuple[str, ...], metrics: tuple[str, ...], config_name: str,
-            limit: int | None, batch_size: int | None, out_dir: Path, seed: int | None, device: str) -> None:
+def command(data_dir: Path, models_dirs: tuple[Path, ...], methods: tuple[str, ...], metrics: tuple[str, ...],
+            config_name: str, limit: int | None, batch_size: int | None, out_dir: Path, seed: int | None,
+            device: str) -> None:
     """Compute MCS, IDR, IIR and RMCS for attribution methods on trained models.
 
     Per-image records are cached in OUT/cache, so re-running reuses them and adding a method
@@ -83,7 +86,10 @@ def command(data_dir: Path, models_dir: Path, methods: tuple[str, ...], metrics:
         overrides["images"] = {m: limit for m in list_metrics()}
     config = load_config(EvalConfig, resolve_named(config_name, "configs/eval", "eval config"), overrides)
     init_from_env(os.environ, device)
-    res = evaluate_dir(data_dir, models_dir, config, out_dir, device=device, progress=progress())
+    if len(models_dirs) > 1:
+        _repeats(data_dir, models_dirs, config, out_dir, device)
+        return
+    res = evaluate_dir(data_dir, models_dirs[0], config, out_dir, device=device, progress=progress())
     if res is None:  # not rank 0
         return
     table = wide_table(res.results)
@@ -94,4 +100,21 @@ def command(data_dir: Path, models_dir: Path, methods: tuple[str, ...], metrics:
         name, msg = next(iter(res.failed_everywhere.items()))
         more = f" (and {len(res.failed_everywhere) - 1} more methods)" if len(res.failed_everywhere) > 1 else ""
         raise BamError(f"method {name!r} failed on every image: {msg}{more}; its rows are empty, every other "
+                       f"method's results in {out_dir} are complete", exit_code=1)
+
+
+def _repeats(data_dir: Path, models_dirs: tuple[Path, ...], config: Any, out_dir: Path, device: str) -> None:
+    """Several model folders: one evaluation each and their summary (see --models)."""
+    from bam.errors import BamError
+    from bam.pipeline import evaluate_repeats
+    from bam.report.repeats import SUMMARY_FILES
+
+    res = evaluate_repeats(data_dir, models_dirs, config, out_dir, device=device, progress=progress())
+    if res is None:  # not rank 0
+        return
+    click.echo(f"wrote {len(res.evals)} evaluations ({', '.join(str(e) for e in res.evals)}) and "
+               f"{res.summary} ({', '.join(SUMMARY_FILES)}, report.html)")
+    if res.failed_everywhere:
+        name, msg = res.failed_everywhere[0]
+        raise BamError(f"method {name!r} failed on every image: {msg}; its rows are empty, every other "
                        f"method's results in {out_dir} are complete", exit_code=1)

@@ -179,11 +179,18 @@ def _header(results: pd.DataFrame, prov: dict[str, Any], results_dir: Path) -> s
     return body
 
 
+#: What the intervals of one evaluation cover (said in its report and by ``bam run``).
+SINGLE_RUN_NOTE = ("These intervals and tiers come from one training run: they resample its images, not training "
+                   "runs, so another training seed can contradict a resolved order. `bam run --repeats N` trains N "
+                   "seeds and reports values pooled over them with intervals over seeds and images (summary/).")
+
+
 def _overview(results: pd.DataFrame, controls: frozenset[str]) -> str:
-    """Methods x metrics: value [CI] (curve points excluded)."""
+    """Methods x metrics: value [CI] (curve points excluded), after what the intervals cover."""
     main = results[~is_curve_point(results)]
     if main.empty:
         return '<p class="muted">no summary metrics in results.csv.</p>'
+    note = f"<p><b>{html.escape(SINGLE_RUN_NOTE)}</b></p>"
     metrics = list(dict.fromkeys(main["metric"]))
     methods = sorted(set(main["method"]), key=lambda m: (m in controls, m))
     rows, classes = [], []
@@ -196,7 +203,7 @@ def _overview(results: pd.DataFrame, controls: frozenset[str]) -> str:
             row.append("; ".join(cells))
         rows.append(row)
         classes.append("control" if m in controls else "")
-    return _table(["method", *metrics], rows, classes, numeric=set(range(1, len(metrics) + 1)))
+    return note + _table(["method", *metrics], rows, classes, numeric=set(range(1, len(metrics) + 1)))
 
 
 def _ranking(results: pd.DataFrame, controls: frozenset[str], figs: _Figures) -> str:

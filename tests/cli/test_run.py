@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -90,3 +91,32 @@ def test_repeats_summarise_ranking_stability(tmp_path: Path) -> None:
     rep = pd.read_csv(out / "summary" / "repeats.csv")
     assert set(rep["method"]) == {"gradient", "gradcam", "random"} and (rep["n_repeats"] == 2).all()
     assert (out / "summary" / "report.html").is_file() and (out / "summary" / "outputs.json").is_file()
+    assert set(stab["model_kind"]) == {"standard"} and stab["replication_checks"].ge(0).all()
+    pooled = pd.read_csv(out / "summary" / "pooled.csv")
+    assert set(pooled["method"]) == {"gradient", "gradcam", "random"} and (pooled["n_seeds"] == 2).all()
+    assert (pooled["ci_low"] <= pooled["value"]).all() and (pooled["value"] <= pooled["ci_high"]).all()
+    # the same folders through `bam evaluate --models A --models B` give the same summary
+    ev_out = tmp_path / "ev"
+    again = CliRunner().invoke(cli, ["evaluate", "--data", str(out / "data"), "--models", str(out / "seed-3" / "models"),
+                                     "--models", str(out / "seed-4" / "models"), "--config", str(ev), "--seed", "3",
+                                     "--out", str(ev_out), "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert (ev_out / "seed-3" / "results.csv").is_file() and (ev_out / "seed-4" / "results.csv").is_file()
+    for name in ("repeats.csv", "stability.csv", "pooled.csv", "pooled_comparisons.csv"):
+        assert (ev_out / "summary" / name).read_bytes() == (out / "summary" / name).read_bytes(), name
+
+
+def test_every_repeat_runs_after_one_with_a_method_failed_everywhere(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import bam.pipeline as pipeline
+
+    seen: list[int] = []
+
+    def one(cfg: RunConfig, d: object, stages: object, how: object, echo: object) -> tuple[tuple[str, str], ...]:
+        seen.append(d.seed)  # type: ignore[attr-defined]
+        return (("plugin:broken", "boom"),) if d.seed in (5, 6) else ()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(pipeline, "_run_one", one)
+    res = pipeline.run_pipeline(RunConfig(seed=5, repeats=3), tmp_path / "out", stages=("evaluate",), echo=lambda s: None)
+    assert seen == [5, 6, 7]  # the repeats after the failing one are still built, trained and evaluated
+    assert res.failed_everywhere == (("plugin:broken", "boom"),)

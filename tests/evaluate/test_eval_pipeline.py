@@ -175,9 +175,15 @@ def test_disk_full_leaves_the_previous_set_and_report_works(data: FakeData, tmp_
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before  # previous set intact, no temp file left
     assert check_output_set(out)
-    from bam.report import build_report
+    import html
 
-    assert build_report(out).html.is_file()
+    from bam.report import build_report
+    from bam.report.html import SINGLE_RUN_NOTE
+
+    page = build_report(out).html
+    # one evaluation says plainly that its intervals cover images, not training runs, and names --repeats
+    assert "bam run --repeats N" in SINGLE_RUN_NOTE and "not training" in SINGLE_RUN_NOTE
+    assert html.escape(SINGLE_RUN_NOTE) in page.read_text()
 
 
 def test_report_refuses_a_mixed_set_in_one_line(data: FakeData, tmp_path: Path) -> None:

@@ -110,15 +110,54 @@ def test_stability_tables_on_constructed_repeats() -> None:
     reps = [results({"a": 0.3, "b": 0.2, "c": 0.1, "random": 0.0}, 0),
             results({"a": 0.35, "b": 0.1, "c": 0.15, "random": 0.01}, 1)]
     comps = [pd.DataFrame({"metric": ["mcs"] * 3, "method_a": ["a", "a", "b"], "method_b": ["b", "c", "c"],
-                           "resolved": [True, True, False]}),
+                           "delta": [0.1, 0.2, 0.1], "resolved": [True, True, False]}),
              pd.DataFrame({"metric": ["mcs"] * 3, "method_a": ["a", "a", "c"], "method_b": ["c", "b", "b"],
-                           "resolved": [True, False, False]})]
-    stab = stability_table(reps, comps, frozenset({"random"})).iloc[0]
+                           "delta": [0.2, 0.25, 0.05], "resolved": [True, False, False]})]
+    stab = stability_table(reps, comps, frozenset({"random"}), {}).iloc[0]
     # rankings a > b > c and a > c > b: tau = 1/3 (one of three pairs swapped)
     assert stab["n_methods"] == 3 and stab["mean_tau"] == pytest.approx(1 / 3)
     assert stab["kendall_w"] == pytest.approx(kendall_w(np.array([[0.3, 0.2, 0.1], [0.35, 0.1, 0.15]])))
     assert stab["resolved_pairs"] == "[2, 1]" and stab["resolved_pairs_mean"] == 1.5 and stab["n_pairs"] == 3
-    rep = repeats_table(reps).set_index("method")
+    # resolved: (a, b), (a, c) in repeat 0, (a, c) in repeat 1; each has the same sign in the other repeat
+    assert (stab["replicated"], stab["replication_checks"], stab["replication_rate"]) == (3, 3, 1.0)
+    rep = repeats_table(reps, {}).set_index("method")
     assert rep.loc["a", "mean"] == pytest.approx(0.325) and rep.loc["a", "sd"] == pytest.approx(np.std([0.3, 0.35],
                                                                                                        ddof=1))
     assert rep.loc["b", "n_repeats"] == 2 and rep.loc["b", "values"] == "[0.2, 0.1]"
+
+
+def test_stability_table_never_ranks_two_model_kinds_together() -> None:
+    import json
+
+    import pandas as pd
+
+    from bam.evaluate.stability import repeats_table, stability_table
+
+    kinds = {"a": "standard", "b": "standard", "c": "standard", "inv_p": "invertible", "inv_t": "invertible"}
+
+    def results(values: dict[str, float]) -> pd.DataFrame:
+        return pd.DataFrame([{"metric": "mcs", "method": m, "value": v, "seed": 0, "k": ""} for m, v in values.items()])
+
+    def comps(rows: list[tuple[str, str, str, float, bool]]) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=["model_kind", "method_a", "method_b", "delta", "resolved"]).assign(
+            metric="mcs")
+
+    # the standard order a > b > c never changes; the invertible pair swaps, and its values sit between
+    reps = [results({"a": 0.4, "b": 0.2, "c": 0.0, "inv_p": 0.3, "inv_t": 0.1}),
+            results({"a": 0.4, "b": 0.2, "c": 0.0, "inv_p": -0.1, "inv_t": 0.1})]
+    cs = [comps([("standard", "a", "b", 0.2, True), ("standard", "a", "c", 0.4, True),
+                 ("standard", "b", "c", 0.2, True), ("invertible", "inv_p", "inv_t", 0.2, True)]),
+          comps([("standard", "a", "b", 0.2, True), ("standard", "a", "c", 0.4, True),
+                 ("standard", "b", "c", 0.2, True), ("invertible", "inv_t", "inv_p", 0.2, True)])]
+    stab = stability_table(reps, cs, frozenset(), kinds).set_index("model_kind")
+    assert sorted(stab.index) == ["invertible", "standard"]
+    assert json.loads(stab.loc["standard", "methods"]) == ["a", "b", "c"]
+    assert json.loads(stab.loc["invertible", "methods"]) == ["inv_p", "inv_t"]
+    # together the swap would pull tau below 1; per kind the standard ranking agrees perfectly
+    assert stab.loc["standard", "mean_tau"] == pytest.approx(1.0) and stab.loc["standard", "kendall_w"] == 1.0
+    assert stab.loc["invertible", "mean_tau"] == pytest.approx(-1.0)
+    assert stab.loc["standard", "n_pairs"] == 3 and stab.loc["invertible", "n_pairs"] == 1
+    assert stab.loc["standard", "replication_rate"] == 1.0 and stab.loc["standard", "replication_checks"] == 6
+    assert stab.loc["invertible", "replication_rate"] == 0.0 and stab.loc["invertible", "replication_checks"] == 2
+    rep = repeats_table(reps, kinds).set_index("method")
+    assert rep.loc["inv_p", "model_kind"] == "invertible" and rep.loc["a", "model_kind"] == "standard"

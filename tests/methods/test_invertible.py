@@ -251,3 +251,38 @@ def test_network_projection_ties_and_is_batch_invariant(arch: str) -> None:
         torch.testing.assert_close(one, res.attributions, atol=1e-5, rtol=1e-4)
     tay = attribute_full("invertible_taylor", model, x, c)
     assert float(tay.extras["linearization_error"].median()) < 0.1
+
+
+def test_irevnet_with_identity_couplings_projects_to_the_nearest_input_boundary() -> None:
+    # Known answer (issue 21): with every coupling branch zeroed, T is the normalisation, the Haar
+    # squeezes and permutations, i.e. a scaled orthogonal map. Then the feature-space projection is
+    # the nearest input-space boundary point, ||x - x_p|| = |g(x)| / ||grad g(x)||, and because the
+    # head pools over space, E = x - x_p is one pattern that repeats every 2**stages pixels.
+    from bam.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("irevnet", num_classes=5, image_size=16, blocks=(1, 1), hidden=(8, 16))
+    with torch.no_grad():
+        for m in model.stages.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.zero_()
+                m.bias.zero_()
+        model.head_norm.running_mean.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    c = model(x).argmax(1)
+    res = attribute_full("invertible_projection", model, x, c)
+    assert bool(res.valid.all())
+    j = res.extras["boundary_class"].long()
+    xq = x.clone().requires_grad_(True)
+    out = model(xq)
+    g = out.gather(1, c.view(-1, 1)).squeeze(1) - out.gather(1, j.view(-1, 1)).squeeze(1)
+    (grad,) = torch.autograd.grad(g.sum(), xq)
+    nearest = g.detach().abs() / grad.flatten(1).norm(dim=1)
+    torch.testing.assert_close(res.extras["projection_distance"], nearest, rtol=1e-4, atol=1e-6)
+    # x_p is the nearest point: x - x_p is along grad g (cosine 1)
+    cos = torch.nn.functional.cosine_similarity(res.attributions.flatten(1), grad.flatten(1), dim=1)
+    torch.testing.assert_close(cos, torch.ones(6), atol=1e-4, rtol=0)
+    period = 2 ** len(model.stages)
+    tiles = res.attributions.view(6, 3, 16 // period, period, 16 // period, period)
+    torch.testing.assert_close(tiles, tiles[:, :, :1, :, :1, :].expand_as(tiles), atol=1e-6, rtol=1e-4)
