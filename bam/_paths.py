@@ -1,5 +1,12 @@
 """Path checks shared by every command: what a path is versus what was expected, and
-containment of paths read from files (state files, manifests, configs) inside their root."""
+containment inside a root: of paths read from files (state files, manifests, configs) and of every
+file bam reads or writes under a root (a dataset, a checkpoint folder, an evaluation's --out).
+
+A root is the folder the user named; its own path may be a symlink (that is the user's choice),
+but nothing under it may resolve outside it: :func:`inside` (a relative path from a file) and
+:func:`confine` (a path built by bam, e.g. ``root / "derived" / "iir_patch"``) resolve the real
+path and refuse, in one line naming the path and the root, one that a symlink takes elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -53,5 +60,26 @@ def inside(root: str | os.PathLike[str], rel: object, what: str) -> Path:
     base = Path(root).resolve()
     target = (base / text).resolve()
     if target != base and base not in target.parents:
-        raise BamError(f"{what}: path {text!r} resolves to {target}, outside {base}; refusing to use it")
+        raise BamError(f"{what}: path {text!r} resolves to {target}, outside {root} (a symlink leaves it); "
+                       "refusing to use it")
     return Path(root) / text
+
+
+def escapes(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path | None:
+    """Where ``path`` really is when that is outside ``root``'s real path (None: it stays inside)."""
+    base = Path(root).resolve()
+    target = Path(path).resolve()
+    return None if target == base or base in target.parents else target
+
+
+def confine(root: str | os.PathLike[str], path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` (a path under ``root`` built by bam, e.g. ``root / "cache" / name``) as a Path, refused
+    unless its real path (symlinks resolved, the path need not exist yet) stays inside ``root``'s.
+
+    The BamError names ``what`` the path is for, the path, where it resolves to, and the root.
+    """
+    target = escapes(root, path)
+    if target is not None:
+        raise BamError(f"{what} {path} resolves to {target}, outside {root} (a symlink leaves it); refusing to "
+                       "use it (replace the link by a real file or folder)")
+    return Path(path)

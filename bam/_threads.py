@@ -15,8 +15,14 @@ spin for a whole time slice. ``scripts/bench_shared_cpu.py`` measures the candid
   ``bam.cli.main.main`` calls it first thing); ``KMP_BLOCKTIME=0`` does the same for Intel's
   OpenMP, should torch be built with it.
 
-Values the user set in the environment are kept (``setdefault``), and ``--threads N`` overrides the
-count. Library code never reads the environment: the CLI passes ``os.environ`` in.
+Values the user set in the environment are kept (``setdefault``), and a thread count the user set in
+any of the count variables (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
+``VECLIB_MAXIMUM_THREADS``, ``NUMEXPR_NUM_THREADS``; the first valid one in that order) is the count
+bam gives the others, so ``OMP_NUM_THREADS=1`` alone means one intra-op thread, not MKL's CPU count.
+``--threads N`` overrides the count. Library code never reads the environment: the CLI passes
+``os.environ`` in, and :func:`configure_environment` keeps a record of what it found and set (which
+variables the user set, in ``BAM_USER_THREAD_ENV`` too, so child processes record the user's
+settings and not bam's defaults) that :func:`thread_settings` puts in provenance.
 """
 
 from __future__ import annotations
@@ -30,9 +36,15 @@ from typing import Any
 
 from bam.errors import BamError
 
+#: Thread-count variables, in the order a user's value is taken from (the first valid one wins).
+COUNT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+             "NUMEXPR_NUM_THREADS")
 #: Environment variables that decide how torch's CPU threads behave (recorded in provenance).
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT",
-              "OMP_PROC_BIND", "KMP_AFFINITY")
+THREAD_ENV = (*COUNT_ENV, "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "OMP_PROC_BIND", "KMP_AFFINITY")
+#: Which of THREAD_ENV the user set (comma-separated names), written by the first configure_environment.
+USER_ENV_KEY = "BAM_USER_THREAD_ENV"
+#: What configure_environment found and set in this process: {"env": ..., "user_env": ...}.
+_RECORD: dict[str, dict[str, str]] = {}
 #: What :func:`configure_environment` sets unless the user already has (besides the thread counts).
 WAIT_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 
@@ -49,7 +61,7 @@ class ThreadSettings:
     available_cpus: int
     affinity_cpus: int
     cgroup_quota: float | None
-    source: str  # "requested" | "available"
+    source: str  # "requested" | "environment" (the user's thread variable) | "available"
     env: Mapping[str, str]
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,16 +134,41 @@ def available_cpus() -> int:
     return usable_cpus(affinity_cpus(), cgroup_quota())
 
 
+def user_count(env: Mapping[str, str]) -> int | None:
+    """The thread count the user set: the first of :data:`COUNT_ENV` whose value is an integer >= 1
+    (OpenMP's nested form "4,2" gives 4); None when none is set (an unusable value is skipped)."""
+    for key in COUNT_ENV:
+        text = env.get(key, "").split(",")[0].strip()
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+    return None
+
+
+def user_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The thread variables of ``env`` that the user set (not bam's defaults), per ``BAM_USER_THREAD_ENV``
+    when a configure_environment has run in this process or a parent, else every thread variable."""
+    if USER_ENV_KEY in env:
+        names = {n for n in env[USER_ENV_KEY].split(",") if n}
+        return {k: env[k] for k in THREAD_ENV if k in names and k in env}
+    return {k: env[k] for k in THREAD_ENV if k in env}
+
+
 def configure_environment(env: MutableMapping[str, str], cpus: int | None = None) -> dict[str, str]:
     """Set bam's thread defaults in ``env`` (e.g. ``os.environ``) unless already set; before ``import torch``.
 
-    ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = ``cpus`` (default: :func:`available_cpus`),
-    ``OMP_WAIT_POLICY=PASSIVE``, ``KMP_BLOCKTIME=0``. Returns the thread variables now in ``env``.
+    ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = the user's count (:func:`user_count`), else ``cpus``
+    (default: :func:`available_cpus`); ``OMP_WAIT_POLICY=PASSIVE``, ``KMP_BLOCKTIME=0``. Records which
+    variables the user set (``BAM_USER_THREAD_ENV`` and the record :func:`thread_settings` reads).
+    Returns the thread variables now in ``env``.
     """
-    n = str(int(cpus) if cpus else available_cpus())
+    env.setdefault(USER_ENV_KEY, ",".join(k for k in THREAD_ENV if k in env))
+    n = str(user_count(env) or (int(cpus) if cpus else available_cpus()))
     for key, value in {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, **WAIT_DEFAULTS}.items():
         env.setdefault(key, value)
-    return {k: env[k] for k in THREAD_ENV if k in env}
+    now = {k: env[k] for k in THREAD_ENV if k in env}
+    _RECORD.clear()
+    _RECORD.update({"env": now, "user_env": user_env(env)})
+    return now
 
 
 def check_requested(requested: Any) -> int | None:
@@ -154,7 +191,8 @@ def configure_threads(requested: int | None, env: Mapping[str, str] | None = Non
     req = check_requested(requested)
     affinity, quota = affinity_cpus(), cgroup_quota()
     available = usable_cpus(affinity, quota)
-    n = req if req is not None else available
+    users = user_count(user_env(env)) if env is not None else None
+    n = req if req is not None else (users or available)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     try:
@@ -165,7 +203,8 @@ def configure_threads(requested: int | None, env: Mapping[str, str] | None = Non
     recorded = {k: env[k] for k in THREAD_ENV if env is not None and k in env}
     return ThreadSettings(intra_op_threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
                           requested=req, available_cpus=available, affinity_cpus=affinity, cgroup_quota=quota,
-                          source="requested" if req is not None else "available", env=recorded)
+                          source="requested" if req is not None else ("environment" if users else "available"),
+                          env=recorded)
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -190,17 +229,26 @@ def _parallel_backend(info: str) -> str:
 
 
 def thread_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What decides CPU speed and reproducibility now: threads, thread env (from ``env``), CPU model and
-    instruction set, deterministic flags. For provenance (``evaluate`` records it beside the results)."""
+    """What decides CPU speed and reproducibility now: threads, thread env, CPU model and instruction
+    set, deterministic flags. For provenance (``evaluate`` records it beside the results).
+
+    ``env``: the thread variables in effect (``env``) and those the user set (``user_env``) come from
+    it; without it, from what :func:`configure_environment` recorded in this process ({} if it never ran).
+    """
     import torch
 
+    if env is not None:
+        in_effect, users = {k: env[k] for k in THREAD_ENV if k in env}, user_env(env)
+    else:
+        in_effect, users = dict(_RECORD.get("env", {})), dict(_RECORD.get("user_env", {}))
     return {
         "intra_op_threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "available_cpus": available_cpus(),
         "affinity_cpus": affinity_cpus(),
         "cgroup_quota": cgroup_quota(),
-        "env": {k: env[k] for k in THREAD_ENV if env is not None and k in env},
+        "env": in_effect,
+        "user_env": users,
         "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,

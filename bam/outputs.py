@@ -6,7 +6,8 @@ marker (already on disk) is moved into place, the files are renamed over the old
 no space), and the manifest ``outputs.json`` (the sha256 of every file in the set, written last) is
 renamed in; the marker is then removed. :func:`check_output_set` (called by ``bam report`` and
 ``bam compare``) refuses, with one line, a folder whose marker is present (a swap was interrupted)
-or whose files do not match the manifest (a mixed set).
+or whose files do not match the manifest (a mixed set). Every file of the set is read and written
+inside the folder's real path: a file or name that a symlink takes outside it is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bam._io import create_temp, dumps_json, sha256_bytes, sha256_file
+from bam._paths import confine
 from bam.errors import BamError
 
 MANIFEST = "outputs.json"
@@ -58,6 +60,8 @@ def write_output_set(folder: str | os.PathLike[str], files: Mapping[str, bytes],
     for stale in folder.glob(".*.tmp"):  # left by an interrupted write: never part of a set
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    for name in [MARKER, *files, MANIFEST]:
+        confine(folder, folder / name, "output file")
     manifest = {"format": FORMAT, "files": {n: sha256_bytes(b) for n, b in sorted(files.items())}}
     payload = {**files, MANIFEST: dumps_json(manifest).encode()}
     write = writer or _write_synced
@@ -86,7 +90,7 @@ def write_output_set(folder: str | os.PathLike[str], files: Mapping[str, bytes],
 def _manifest_files(folder: Path) -> dict[str, str]:
     """name -> sha256 of the set recorded in ``folder``'s manifest ({} when unreadable or absent)."""
     try:
-        doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        doc = json.loads(confine(folder, folder / MANIFEST, "output manifest").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     files = doc.get("files") if isinstance(doc, dict) else None
@@ -113,7 +117,7 @@ def check_output_set(folder: str | os.PathLike[str], required: tuple[str, ...] =
         if name not in files:
             raise BamError(f"{name} is not part of the output set recorded in {folder / MANIFEST}")
     for name, sha in sorted(files.items()):
-        path = folder / name
+        path = confine(folder, folder / name, "output file")
         if not path.is_file():
             raise BamError(f"{path} is missing from the output set recorded in {folder / MANIFEST}; "
                            "re-run the evaluation to rewrite it")

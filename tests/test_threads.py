@@ -71,13 +71,63 @@ def test_available_cpus_is_within_the_affinity_mask(monkeypatch) -> None:
 def test_configure_environment_sets_defaults_and_keeps_the_users() -> None:
     env: dict[str, str] = {"OMP_NUM_THREADS": "3", "PATH": "/bin"}
     out = _threads.configure_environment(env, cpus=2)
-    assert env["OMP_NUM_THREADS"] == "3"  # the user's value wins
-    assert env["MKL_NUM_THREADS"] == "2" and env["OMP_WAIT_POLICY"] == "PASSIVE" and env["KMP_BLOCKTIME"] == "0"
-    assert out == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
-    assert env["PATH"] == "/bin"
+    assert env["OMP_NUM_THREADS"] == "3"  # the user's value wins, and is the count for the other variables
+    assert env["MKL_NUM_THREADS"] == "3" and env["OMP_WAIT_POLICY"] == "PASSIVE" and env["KMP_BLOCKTIME"] == "0"
+    assert out == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+    assert env["PATH"] == "/bin" and env[_threads.USER_ENV_KEY] == "OMP_NUM_THREADS"
+    assert _threads.thread_settings()["user_env"] == {"OMP_NUM_THREADS": "3"}  # the record of this configuration
+    assert _threads.thread_settings()["env"] == out
     env2: dict[str, str] = {"OMP_WAIT_POLICY": "ACTIVE"}
     _threads.configure_environment(env2, cpus=4)
-    assert env2["OMP_WAIT_POLICY"] == "ACTIVE" and env2["OMP_NUM_THREADS"] == "4"
+    assert env2["OMP_WAIT_POLICY"] == "ACTIVE" and env2["OMP_NUM_THREADS"] == "4" and env2["MKL_NUM_THREADS"] == "4"
+    assert _threads.user_env(env2) == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+@pytest.mark.parametrize("env, count", [
+    ({"MKL_NUM_THREADS": "2"}, 2),
+    ({"OPENBLAS_NUM_THREADS": "5", "NUMEXPR_NUM_THREADS": "7"}, 5),  # the first in COUNT_ENV's order
+    ({"OMP_NUM_THREADS": "4,2"}, 4),  # OpenMP's nested form: the outer level
+    ({"OMP_NUM_THREADS": "zero", "VECLIB_MAXIMUM_THREADS": "3"}, 3),  # an unusable value is skipped
+    ({"OMP_NUM_THREADS": "0"}, None),
+    ({}, None),
+])
+def test_user_count_takes_any_thread_variable(env: dict[str, str], count: int | None) -> None:
+    assert _threads.user_count(env) == count
+    configured = dict(env)
+    _threads.configure_environment(configured, cpus=6)
+    want = str(count or 6)  # the user's count, else the CPUs
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert configured[key] == env.get(key, want)  # a user's own value is never replaced
+
+
+def test_a_child_process_records_the_users_variables_not_bams_defaults() -> None:
+    parent: dict[str, str] = {"OMP_NUM_THREADS": "1"}
+    _threads.configure_environment(parent, cpus=8)
+    child = dict(parent)  # what a worker process inherits
+    _threads.configure_environment(child, cpus=8)
+    assert _threads.user_env(child) == {"OMP_NUM_THREADS": "1"}
+    assert child["MKL_NUM_THREADS"] == "1"
+
+
+def test_omp_num_threads_alone_gives_one_intra_op_thread_and_is_recorded(tmp_path) -> None:
+    """The CLI entry point with only OMP_NUM_THREADS=1 set: torch runs one thread, provenance has the setting."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in _threads.THREAD_ENV and k != _threads.USER_ENV_KEY}
+    env["OMP_NUM_THREADS"] = "1"
+    code = ("import json, os, sys\n"
+            "from bam._threads import configure_environment, thread_settings\n"
+            "configure_environment(os.environ)\n"  # what bam.cli.main.main does first
+            "import torch\n"
+            "t = thread_settings()\n"
+            "print(json.dumps({'torch': torch.get_num_threads(), 'mkl': os.environ['MKL_NUM_THREADS'],\n"
+            "                  'user_env': t['user_env'], 'intra': t['intra_op_threads']}))\n")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got == {"torch": 1, "mkl": "1", "user_env": {"OMP_NUM_THREADS": "1"}, "intra": 1}
 
 
 def test_configure_threads_sets_torch_and_records(monkeypatch) -> None:

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from bam._io import hash_json, save_tensors, sha256_bytes
+from bam._paths import confine
 
 log = logging.getLogger("bam.concepts")
 KIND = "tcav_cav"
@@ -54,7 +55,7 @@ class CavCache:
         if self.root is None:
             return None
         h = hash_json(dict(key))
-        return self.root / KIND / h[:2] / f"{h}.safetensors"
+        return confine(self.root, self.root / KIND / h[:2] / f"{h}.safetensors", "CAV cache entry")
 
     def get(self, key: Mapping[str, Any], device: torch.device) -> CachedCav | None:
         """The cached CAV for ``key`` on ``device``, or None (missing, corrupt or mismatched: logged)."""

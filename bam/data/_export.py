@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from bam._io import sha256_bytes, write_bytes
+from bam._paths import confine
 from bam.data._compose import compose
 from bam.data._store import ImageStore
 from bam.data.recipe import Recipe
@@ -40,7 +41,7 @@ def _export_object(args: tuple[str, Recipe, int, pd.DataFrame]) -> dict[str, str
         for image_id, px in zip(part["image_id"], pixels):
             data = png_bytes(np.ascontiguousarray(px))
             rel = f"composites/{image_id}.png"
-            write_bytes(Path(root) / rel, data)
+            write_bytes(confine(root, Path(root) / rel, "composite image"), data)
             files[rel] = sha256_bytes(data)
     return files
 

@@ -5,7 +5,8 @@ Scenes live in one uint8 tensor [S, N, 3, W, W] and cut-outs (top-left aligned, 
 without touching it, so only decoded images occupy RAM. A batch gather is one indexing op; only
 images never seen before are decoded (one PNG read each, once per process). A store opened from a
 manifest (:meth:`ImageStore.from_manifest`) checks each file's sha256 against the manifest as it
-reads it, so an image swapped after the build is refused, not used under the same manifest hash.
+reads it, so an image swapped after the build is refused, not used under the same manifest hash;
+an image whose real path (a symlink) leaves the build root is refused before it is read.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from bam._io import sha256_bytes
+from bam._paths import confine
 from bam.data._subsets import id_width
 from bam.errors import BamError
 
@@ -87,7 +89,7 @@ class ImageStore:
             expected = self.hashes.get(rel)
             if expected is None:
                 raise BamError(f"dataset image {rel} is not in the manifest of {self.root} (run `bam data verify`)")
-        return read_png(self.root / rel, channels, expected)
+        return read_png(confine(self.root, self.root / rel, "dataset image"), channels, expected)
 
     def _load_scene(self, s: int, i: int) -> None:
         """Decode scene instance i of scene class s into the cache."""

@@ -25,7 +25,8 @@ import numpy as np
 
 from bam import __version__
 from bam._io import dumps_json, read_json, sha256_bytes, sha256_file, write_bytes, write_json, write_text
-from bam._paths import describe, inside
+from bam._lock import LOCK_FILE, output_lock
+from bam._paths import confine, describe, inside
 from bam._progress import progress_bar
 from bam.config import check_seed, dump_yaml
 from bam.data._placement import draw_placements
@@ -96,7 +97,7 @@ def run_unit(args: tuple[str, Recipe, ClassPlan, int, str]) -> tuple[str, dict[s
             continue
         data = png_bytes(pixels)
         rel = f"{folder}/{len(res['items']):0{id_width(n)}d}.png"
-        write_bytes(Path(out) / rel, data)
+        write_bytes(confine(out, Path(out) / rel, "dataset image"), data)
         res["files"][rel] = sha256_bytes(data)
         res["hw"].append([int(pixels.shape[0]), int(pixels.shape[1])])
         res["items"].append(item.name)
@@ -137,6 +138,8 @@ def _check_existing(out: Path, ident: dict[str, Any]) -> tuple[bool, dict[str, A
         raise BamError(f"output dir {out} holds recipe {o_rec.get('name')!r} seed {old.get('seed')}; asked for recipe "
                        f"{n_rec['name']!r} seed {ident['seed']}{what}; use another --out or delete it")
 
+    for name in (MANIFEST, STATE):
+        confine(out, out / name, "dataset file")
     if (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST)
         if {k: old.get(k) for k in ident} != ident:
@@ -153,7 +156,7 @@ def _check_existing(out: Path, ident: dict[str, Any]) -> tuple[bool, dict[str, A
         return False, state
     if out.exists() and not out.is_dir():
         raise BamError(f"output dir {out} is {describe(out)}; expected a directory (new or empty)")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise BamError(f"output dir {out} is not empty and holds no bam build; use an empty or new --out")
     return False, None
 
@@ -218,12 +221,22 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, options: Build
     """Build (or resume, or confirm) the dataset of ``recipe`` with ``seed`` in ``out``.
 
     The same recipe, seed and source files give byte-identical files and manifest whatever
-    ``options.workers`` is. Returns the manifest hash (sha256 of manifest.json's bytes).
+    ``options.workers`` is. Returns the manifest hash (sha256 of manifest.json's bytes). ``out`` is
+    locked while the build runs (:mod:`bam._lock`): a second build into it is refused in one line.
     """
-    t0 = time.perf_counter()
     out = Path(out)
     seed = check_seed(seed, "seed")
-    opts = options or BuildOptions()
+    if out.exists() and not out.is_dir():
+        raise BamError(f"output dir {out} is {describe(out)}; expected a directory (new or empty)")
+    if (out / MANIFEST).is_file():  # complete: confirmed (or refused) without writing anything
+        return _build(recipe, out, seed, options or BuildOptions(), progress)
+    with output_lock(out, "bam build-data"):
+        return _build(recipe, out, seed, options or BuildOptions(), progress)
+
+
+def _build(recipe: Recipe, out: Path, seed: int, opts: BuildOptions, progress: bool) -> BuildResult:
+    """:func:`build_dataset` with ``out`` locked."""
+    t0 = time.perf_counter()
     inputs, workers = opts.inputs, opts.workers
     allow_fewer, export_composites = opts.allow_fewer, opts.export_composites
     ident = _identity(recipe, seed, export_composites)
@@ -268,10 +281,10 @@ def build_dataset(recipe: Recipe, out: str | Path, seed: int = 0, options: Build
     tables = {"placements": placements, **{f"subsets/{k}": v for k, v in subset_tables(eff, placements, n).items()}}
     for rel, frame in tables.items():
         data = frame.to_csv(index=False, lineterminator="\n").encode()
-        write_bytes(out / f"{rel}.csv", data)
+        write_bytes(confine(out, out / f"{rel}.csv", "dataset table"), data)
         files[f"{rel}.csv"] = sha256_bytes(data)
     text = dump_yaml(recipe)
-    write_text(out / "recipe.yaml", text)
+    write_text(confine(out, out / "recipe.yaml", "dataset file"), text)
     files["recipe.yaml"] = sha256_bytes(text.encode())
     if export_composites:
         from bam.data._export import export_composites as export

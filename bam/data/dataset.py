@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from bam._io import read_json, sha256_bytes, sha256_file
-from bam._paths import inside, require_dir
+from bam._paths import confine, inside, require_dir
 from bam.config import from_dict
 from bam.data._compose import compose
 from bam.data._layout import check_layout
@@ -112,11 +112,13 @@ class BamData:
         return [s for s in subset_names(len(self.scene_classes)) if s in self.manifest["subsets"]]
 
     def derived_dir(self, kind: str) -> Path:
-        """``DIR/derived/<kind>/`` (created) for artefacts written later, e.g. the IIR patch set."""
-        if not kind or "/" in kind or kind.startswith("."):
+        """``DIR/derived/<kind>/`` (created) for artefacts written later, e.g. the IIR patch set;
+        refused (BamError) when ``derived/`` or ``derived/<kind>`` is a symlink that leaves ``DIR``."""
+        if not kind or "/" in kind or "\\" in kind or kind.startswith("."):
             raise BamError(f"bad derived kind {kind!r}; accepted: a plain folder name such as 'iir_patch'")
-        path = self.root / DERIVED / kind
+        path = confine(self.root, self.root / DERIVED / kind, "derived folder")
         path.mkdir(parents=True, exist_ok=True)
+        confine(self.root, path, "derived folder")  # a link made while creating it
         return path
 
     def table(self, name: str) -> pd.DataFrame:
@@ -159,6 +161,7 @@ def open_dataset(root: str | os.PathLike[str]) -> BamData:
     subset tables are checked against their manifest hashes when first read.
     """
     root = require_dir(root, "dataset dir", "a dataset built by `bam build-data`")
+    confine(root, root / MANIFEST, "dataset manifest")
     if not (root / MANIFEST).is_file():
         hint = ("the build was interrupted; re-run the same `bam build-data` command to resume"
                 if (root / STATE).is_file() else f"build one with `bam build-data --out {root}`")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from bam._io import read_json, sha256_file
-from bam._paths import inside, require_dir
+from bam._lock import LOCK_FILE
+from bam._paths import confine, escapes, inside, require_dir
 from bam._progress import progress_bar
 from bam.data._layout import layout_problems
 from bam.data.build import DERIVED, MANIFEST, STATE
@@ -17,9 +18,11 @@ def verify_dataset(root: str | os.PathLike[str], progress: bool = False) -> list
 
     Reports manifest fields inconsistent with its recipe and file table (:mod:`bam.data._layout`),
     missing files, hash mismatches, files the manifest does not list, and listed paths that would
-    leave ``root``; ``derived/`` (artefacts written after the build, e.g. the IIR patch set) is ignored.
+    leave ``root``, and any symlink under ``root`` that leads outside it; the content of ``derived/``
+    (artefacts written after the build, e.g. the IIR patch set) is not checked.
     """
     root = require_dir(root, "dataset dir", "a dataset built by `bam build-data`")
+    confine(root, root / MANIFEST, "dataset manifest")
     if not (root / MANIFEST).is_file():
         raise BamError(f"{root} is not a complete bam dataset (no {MANIFEST})")
     manifest = read_json(root / MANIFEST)
@@ -39,7 +42,9 @@ def verify_dataset(root: str | os.PathLike[str], progress: bool = False) -> list
             problems.append(f"hash mismatch: {rel}")
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and rel not in files and rel != MANIFEST and rel != STATE \
-                and not rel.startswith(f"{DERIVED}/"):
+        if path.is_symlink() and rel not in files and escapes(root, path) is not None:
+            problems.append(f"unsafe path: {rel} links to {escapes(root, path)}, outside {root}")
+        elif path.is_file() and rel not in files and rel != MANIFEST and rel != STATE \
+                and not rel.startswith(f"{DERIVED}/") and rel != LOCK_FILE:
             problems.append(f"unexpected file: {rel}")
     return problems

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bam._io import hash_json, write_text
+from bam._paths import confine
 
 log = logging.getLogger("bam.evaluate")
 
@@ -28,9 +29,9 @@ class RecordCache:
         self.corrupt = 0
 
     def path(self, kind: str, key: dict[str, Any]) -> Path:
-        """The file that holds ``key``."""
+        """The file that holds ``key`` (refused when a symlink takes it outside the cache folder)."""
         h = hash_json(key)
-        return self.root / kind / h[:2] / f"{h}.json"
+        return confine(self.root, self.root / kind / h[:2] / f"{h}.json", "cache entry")
 
     def get(self, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
         """The cached payload for ``key`` or None (missing, corrupt or mismatched -> None, logged)."""

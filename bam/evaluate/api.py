@@ -17,6 +17,8 @@ import torch
 
 from bam._dist import DistInfo, barrier, current, local_device
 from bam._io import csv_bytes, dumps_json, tensors_bytes
+from bam._lock import output_lock
+from bam._paths import confine
 from bam.config import dump_yaml
 from bam.data.protocols import DatasetLike
 from bam.errors import BamError
@@ -111,14 +113,26 @@ def evaluate(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig
     Writes results.csv, records.csv, config.yaml, provenance.json and examples.safetensors as one
     set (:mod:`bam.outputs`; rank 0 only under torch.distributed); cached per-image records live in
     ``out/cache``. Returns the results on rank 0, None elsewhere. A metric that lacks models is
-    skipped with a hint naming the `bam train` commands (an error when the config names it).
+    skipped with a hint naming the `bam train` commands (an error when the config names it). Rank 0
+    holds an exclusive lock on ``out`` (:mod:`bam._lock`): a second evaluation into it is refused.
     """
     t0 = time.perf_counter()
     ctx = ctx or ExecContext(device=torch.device("cpu"))
     out = Path(out)
-    p = plan(data, models, config)
+    p = plan(data, models, config)  # bad input is refused before the output folder is touched
     skipped = _check_skips(p, lambda s: train_hint(s, str(data.root), models_root(models)))
-    cache = RecordCache(out / "cache")
+    if not ctx.dist.is_main:
+        return _run(p, skipped, out, ctx, t0)
+    with output_lock(out, "bam evaluate"):
+        return _run(p, skipped, out, ctx, t0)
+
+
+def _run(p: EvalPlan, skipped: tuple[dict[str, str], ...], out: Path, ctx: ExecContext,
+         t0: float) -> EvalResult | None:
+    """:func:`evaluate` after planning, once ``out`` is locked (on rank 0)."""
+    config = p.config
+    cache_dir = confine(out, out / "cache", "evaluation cache folder")
+    cache = RecordCache(cache_dir)
     if ctx.dist.is_main:
         cache.remove_stale_temps()
     barrier(ctx.dist)
@@ -126,9 +140,9 @@ def evaluate(data: DatasetLike, models: Sequence[ModelEntry], config: EvalConfig
     if merged is None:
         return None
     records = records_frame(merged.batches)
-    concepts = execute_concepts(p, out / "cache", ctx)
+    concepts = execute_concepts(p, cache_dir, ctx)
     summary = summarise(p, records, merged.costs, concepts)
-    ex = examples(p, ctx.device, out / EXAMPLES_FILE)
+    ex = examples(p, ctx.device, confine(out, out / EXAMPLES_FILE, "evaluation output"))
     failures = {**(ex.failures if ex else {}), **merged.failures}
     facts = RunFacts(device=ctx.device, world_size=ctx.dist.world_size, wall_time_s=time.perf_counter() - t0,
                      skipped=skipped)

@@ -11,11 +11,16 @@ whether the prediction is unchanged. Only unchanged images enter IIR.
 
 Built once per scene_only model and cached under
 ``data.derived_dir("iir_patch")/<weights sha256[:16]>/`` (patch.safetensors + table.csv +
-meta.json); a cache built with other parameters or for other images is rebuilt.
+meta.json); a cache built with other parameters or for other images is rebuilt. meta.json records
+the sha256 of patch.safetensors and of table.csv (``files``) and of its own content
+(``meta_sha256``): a cache whose files do not match (an edited table, a damaged patch file, an
+edited meta record) is rebuilt with a warning naming the file, never used. A cache folder or file
+that a symlink takes outside the dataset root is refused (BamError), not read or written.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +31,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bam._io import hash_json, read_json, save_tensors, sha256_file, write_csv, write_json
+from bam._io import csv_bytes, hash_json, read_json, sha256_bytes, tensors_bytes, write_bytes, write_json
+from bam._paths import confine
 from bam.errors import BamError
 from bam.evaluate.config import PatchConfig
 
@@ -106,7 +112,8 @@ def build_patch_set(data: Any, model: torch.nn.Module, model_sha256: str, cfg: P
     """Load the cached patch set of this scene_only model, or build (and cache) it for every iir_scene val image."""
     sub = data.subset("iir_scene", split="val")
     ids = [str(i) for i in sub.table["image_id"]]
-    folder = Path(data.derived_dir("iir_patch")) / model_sha256[:16]
+    base = Path(data.derived_dir("iir_patch"))
+    folder = confine(base, base / model_sha256[:16], "IIR patch cache folder")
     meta_want = {"params": {"steps": cfg.steps, "alpha": cfg.alpha, "beta": cfg.beta, "step_size": cfg.step_size},
                  "manifest_hash": data.manifest_hash, "model_sha256": model_sha256, "ids_hash": hash_json(ids)}
     cached = _load(folder, meta_want)
@@ -134,36 +141,56 @@ def build_patch_set(data: Any, model: torch.nn.Module, model_sha256: str, cfg: P
         "pred_before": cat["pred_before"].numpy().astype(int), "pred_after": cat["pred_after"].numpy().astype(int),
     })
     patched = cat["patched"].float().contiguous()
-    save_tensors(folder / "patch.safetensors", {"patched": patched})
-    write_csv(folder / "table.csv", table)
-    write_json(folder / "meta.json", {**meta_want, "image_ids": ids,
-                                      "patch_sha256": sha256_file(folder / "patch.safetensors"),
-                                      "n_unchanged": int(table["unchanged"].sum())})
+    blobs = {PATCH_FILE: tensors_bytes({"patched": patched}), TABLE_FILE: csv_bytes(table)}
+    for name, blob in blobs.items():
+        write_bytes(_file(folder, name), blob)
+    meta = {**meta_want, "image_ids": ids, "files": {n: sha256_bytes(b) for n, b in blobs.items()},
+            "n_unchanged": int(table["unchanged"].sum())}
+    write_json(_file(folder, META_FILE), {**meta, META_KEY: hash_json(meta)})
     log.info("IIR patch set: %d of %d images keep their prediction", int(table["unchanged"].sum()), len(ids))
     return PatchSet(tuple(ids), patched, table)
 
 
+PATCH_FILE, TABLE_FILE, META_FILE = "patch.safetensors", "table.csv", "meta.json"
+#: meta.json's hash of its own content (every other key)
+META_KEY = "meta_sha256"
+
+
+def _file(folder: Path, name: str) -> Path:
+    """``folder / name``, refused when a symlink takes it outside ``folder``."""
+    return confine(folder, folder / name, "IIR patch cache file")
+
+
 def _load(folder: Path, meta_want: dict[str, Any]) -> PatchSet | None:
-    """The cached set in ``folder`` if complete, intact and built with ``meta_want``; else None."""
-    meta_path = folder / "meta.json"
+    """The cached set in ``folder`` if complete, intact (every file matches meta.json's hashes) and
+    built with ``meta_want``; else None (logged: rebuilt by the caller)."""
+    meta_path = _file(folder, META_FILE)
+    paths = {name: _file(folder, name) for name in (PATCH_FILE, TABLE_FILE)}  # a link out: refused, not rebuilt
     if not meta_path.is_file():
         return None
     try:
         meta = read_json(meta_path)
+        if not isinstance(meta, dict) or meta.get(META_KEY) != hash_json({k: v for k, v in meta.items()
+                                                                           if k != META_KEY}):
+            raise ValueError(f"{META_FILE} does not match its own hash (edited or damaged, or written by an "
+                             "older bam)")
         if any(meta.get(k) != v for k, v in meta_want.items()):
             log.info("IIR patch cache in %s was built with other parameters; rebuilding", folder)
             return None
-        if sha256_file(folder / "patch.safetensors") != meta["patch_sha256"]:
-            raise ValueError("hash mismatch")
-        from safetensors.torch import load_file
+        raw = {}
+        for name, path in paths.items():
+            raw[name] = path.read_bytes()
+            if sha256_bytes(raw[name]) != meta["files"][name]:
+                raise ValueError(f"{name} does not match its sha256 in {META_FILE} (edited or damaged)")
+        from safetensors.torch import load as load_tensors
 
-        patched = load_file(str(folder / "patch.safetensors"))["patched"]
-        table = pd.read_csv(folder / "table.csv", dtype={"image_id": str})
+        patched = load_tensors(raw[PATCH_FILE])["patched"]
+        table = pd.read_csv(io.BytesIO(raw[TABLE_FILE]), dtype={"image_id": str})
         table["unchanged"] = table["unchanged"].astype(str).str.lower().isin(["true", "1"])
         if list(table["image_id"]) != list(meta["image_ids"]) or patched.shape[0] != len(table):
             raise ValueError("inconsistent")
-    except (OSError, ValueError, KeyError, BamError) as exc:
-        log.warning("IIR patch cache in %s is corrupt (%s); rebuilding", folder, exc)
+    except (OSError, ValueError, KeyError, TypeError, BamError) as exc:
+        log.warning("IIR patch cache in %s is not intact (%s); rebuilding it", folder, exc)
         return None
     return PatchSet(tuple(meta["image_ids"]), patched, table.reset_index(drop=True))
 

@@ -1,8 +1,15 @@
 """Checkpoints: a directory with ``model.safetensors``, ``card.json`` (the :class:`ModelCard`) and,
-for trained models, ``train_state.pt`` (used only by ``bam train --resume``).
+for trained models, ``train_state.pt`` (used only by ``bam train --resume``) and ``config.yaml``.
 
-Loading never executes code: weights come from safetensors and are checked against the card's
-sha256 before use.
+The four are one verified set: the card records the sha256 of the weights, of the config and of
+the training state (``weights_sha256``, ``config_sha256``, ``state_sha256``; the last two are empty
+for a model saved by :func:`save` without training), and :func:`load` and ``bam models list``
+(:func:`checkpoint_problem`) re-hash every file the card names, so the card, config or state of one
+run beside the weights of another is refused. Loading never executes code: weights come from
+safetensors; the card's architecture is checked against the weights file's header (shapes only,
+the model built on the meta device) before the model is built, so a card with hostile sizes
+allocates nothing. Every file is read inside the checkpoint folder's real path (a symlink that
+leaves it is refused); the folder itself may be a link (a models directory of links to checkpoints).
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from torch import nn
 
 from bam import __version__
 from bam._io import read_json, save_tensors, sha256_file, write_json
+from bam._paths import confine
 from bam.config import from_dict, to_dict
 from bam.errors import BamError
+from bam.models._header import check_card_fits
 from bam.models._registry import create_model
 from bam.models.protocols import is_invertible
 
@@ -53,6 +62,9 @@ class ModelCard:
     accuracy: Mapping[str, float] = field(default_factory=dict)
     training_time_s: float = 0.0
     weights_sha256: str = ""
+    #: sha256 of the checkpoint's config.yaml and train_state.pt ("" when it has none: not trained by bam)
+    config_sha256: str = ""
+    state_sha256: str = ""
     invertible: bool = False
     bam_version: str = __version__
 
@@ -66,11 +78,16 @@ class ModelCard:
         return from_dict(cls, data, where)
 
 
+def ckpt_file(ckpt_dir: str | os.PathLike[str], name: str) -> Path:
+    """``ckpt_dir / name``, refused (BamError) when a symlink takes it outside the checkpoint folder."""
+    return confine(ckpt_dir, Path(ckpt_dir) / name, "checkpoint file")
+
+
 def read_card(ckpt_dir: str | os.PathLike[str]) -> ModelCard:
     """The model card of a checkpoint directory (BamError if missing or malformed)."""
     from bam._paths import require_dir
 
-    path = require_dir(ckpt_dir, "checkpoint dir", "a directory written by `bam train`") / CARD_FILE
+    path = ckpt_file(require_dir(ckpt_dir, "checkpoint dir", "a directory written by `bam train`"), CARD_FILE)
     if not path.is_file():
         raise BamError(f"no model card {path}: not a checkpoint directory (see `bam train --help` to train one)")
     data = read_json(path)
@@ -81,12 +98,12 @@ def read_card(ckpt_dir: str | os.PathLike[str]) -> ModelCard:
 
 def write_card(card: ModelCard, ckpt_dir: str | os.PathLike[str]) -> None:
     """Write ``card.json`` atomically."""
-    write_json(Path(ckpt_dir) / CARD_FILE, card.to_dict())
+    write_json(ckpt_file(ckpt_dir, CARD_FILE), card.to_dict())
 
 
 def save_weights(model: nn.Module, ckpt_dir: str | os.PathLike[str]) -> str:
     """Write ``model.safetensors`` (the full state dict) atomically; returns its sha256."""
-    path = Path(ckpt_dir) / WEIGHTS_FILE
+    path = ckpt_file(ckpt_dir, WEIGHTS_FILE)
     # one metadata key only: safetensors orders several keys non-deterministically (hash changes)
     save_tensors(path, dict(model.state_dict()), metadata={"format": "pt"})
     return sha256_file(path)
@@ -131,23 +148,28 @@ def build_from_card(card: ModelCard) -> nn.Module:
 def load(ckpt_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
     """Load a checkpoint: model in eval mode on ``device`` with ``model.card`` set.
 
-    The weights' sha256 must match the card (else BamError "checksum mismatch ... (corrupt or
-    edited)"); weights are read with safetensors (no code execution).
+    Every file of the set must match the card (else BamError, e.g. "checksum mismatch ... (corrupt
+    or edited)"), and the card's architecture must fit the weights file's header (checked on the
+    meta device, before any allocation; else BamError naming the first mismatching tensor).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     ckpt_dir = Path(ckpt_dir)
     card = read_card(ckpt_dir)
-    path = ckpt_dir / WEIGHTS_FILE
+    path = ckpt_file(ckpt_dir, WEIGHTS_FILE)
     if not path.is_file():
         raise BamError(f"weights file {path} is missing (card.json present): the checkpoint is incomplete")
-    sha = sha256_file(path)
-    if card.weights_sha256 and sha != card.weights_sha256:
-        raise BamError(f"checksum mismatch for {path}: card says {card.weights_sha256[:12]}..., file is "
-                       f"{sha[:12]}... (corrupt or edited)")
     if not card.weights_sha256:
         raise BamError(f"model card {ckpt_dir / CARD_FILE} has no weights_sha256; cannot verify {path}")
+    sha = sha256_file(path)
+    if sha != card.weights_sha256:
+        raise BamError(f"checksum mismatch for {path}: card says {card.weights_sha256[:12]}..., file is "
+                       f"{sha[:12]}... (corrupt or edited)")
+    problem = set_problem(ckpt_dir, card)
+    if problem:
+        raise BamError(f"checkpoint {ckpt_dir} is not one verified set: {problem}")
+    check_card_fits(path, lambda: build_from_card(card), card.arch)
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -177,21 +199,39 @@ def find_models(root: str | os.PathLike[str]) -> list[tuple[Path, ModelCard]]:
     return [(p.parent, read_card(p.parent)) for p in sorted(root.rglob(CARD_FILE))]
 
 
-def weights_problem(ckpt_dir: str | os.PathLike[str], card: ModelCard) -> str:
-    """Why the checkpoint's weights cannot be trusted ("" when their sha256 matches the card)."""
-    path = Path(ckpt_dir) / WEIGHTS_FILE
-    if not card.weights_sha256:
-        return "card has no weights_sha256"
-    if not path.is_file():
-        return f"{WEIGHTS_FILE} missing"
-    if sha256_file(path) != card.weights_sha256:
-        return f"{WEIGHTS_FILE} does not match the card's sha256 (corrupt or edited)"
+def set_problem(ckpt_dir: str | os.PathLike[str], card: ModelCard) -> str:
+    """Why config.yaml or train_state.pt do not belong with the card ("" when each file the card
+    records a sha256 for is present and matches it)."""
+    for name, want in ((CONFIG_FILE, card.config_sha256), (STATE_FILE, card.state_sha256)):
+        if not want:
+            continue
+        path = ckpt_file(ckpt_dir, name)
+        if not path.is_file():
+            return f"{name} missing (the card records its sha256)"
+        if sha256_file(path) != want:
+            return f"{name} does not match the card's sha256 (from another run, or edited)"
     return ""
+
+
+def checkpoint_problem(ckpt_dir: str | os.PathLike[str], card: ModelCard) -> str:
+    """Why the checkpoint cannot be trusted ("" when its weights, config and state match the card and
+    no file leaves its folder through a symlink)."""
+    try:
+        path = ckpt_file(ckpt_dir, WEIGHTS_FILE)
+        if not card.weights_sha256:
+            return "card has no weights_sha256"
+        if not path.is_file():
+            return f"{WEIGHTS_FILE} missing"
+        if sha256_file(path) != card.weights_sha256:
+            return f"{WEIGHTS_FILE} does not match the card's sha256 (corrupt or edited)"
+        return set_problem(ckpt_dir, card)
+    except BamError as exc:
+        return str(exc)
 
 
 def scan_models(root: str | os.PathLike[str]) -> list[tuple[Path, ModelCard | None, str]]:
     """Every checkpoint folder under ``root`` with its card (None if unreadable) and its problem
-    ("" when the card reads and the weights match its hash): for listings that must show all."""
+    ("" when the card reads and every file matches its hash): for listings that must show all."""
     from bam._paths import require_dir
 
     root = require_dir(root, "models directory", "a folder of checkpoints written by `bam train`")
@@ -202,7 +242,7 @@ def scan_models(root: str | os.PathLike[str]) -> list[tuple[Path, ModelCard | No
         except BamError as exc:
             out.append((p.parent, None, f"unreadable card: {exc}"))
             continue
-        out.append((p.parent, card, weights_problem(p.parent, card)))
+        out.append((p.parent, card, checkpoint_problem(p.parent, card)))
     return out
 
 

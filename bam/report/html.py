@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from bam._io import dumps_json, write_bytes, write_text
+from bam._paths import confine
 from bam.errors import BamError
 from bam.outputs import check_output_set
 from bam.report import figures
@@ -295,7 +296,7 @@ def _gallery(results_dir: Path, controls: frozenset[str], figs: _Figures) -> str
     folder = results_dir / "examples"
     if folder.is_dir():
         for png_path in sorted(folder.glob("*.png")):
-            data = base64.b64encode(png_path.read_bytes()).decode("ascii")
+            data = base64.b64encode(confine(results_dir, png_path, "example image").read_bytes()).decode("ascii")
             parts.append(f"<h3>{html.escape(png_path.name)}</h3>"
                          f'<img alt="{html.escape(png_path.name)}" src="data:image/png;base64,{data}">')
     if not parts:
@@ -337,6 +338,8 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
     if worst < 0:
         raise BamError(f"--worst {worst} is invalid; accepted: an integer >= 0")
     check_output_set(results_dir, required=("results.csv",))
+    for entry in sorted(results_dir.iterdir()):  # read (results, provenance, examples) or written (figures/)
+        confine(results_dir, entry, "evaluation output")
     controls = control_methods() if controls is None else controls
     results = read_results(results_dir / "results.csv")
     prov_path = results_dir / "provenance.json"

@@ -18,7 +18,16 @@ from bam import __version__
 from bam._dist import DistInfo, all_reduce_sum, barrier
 from bam._io import sha256_file
 from bam.errors import BamError
-from bam.models.checkpoint import WEIGHTS_FILE, ModelCard, describe_model, recorded_arch_kwargs, write_card
+from bam.models.checkpoint import (
+    CONFIG_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    ckpt_file,
+    describe_model,
+    recorded_arch_kwargs,
+    write_card,
+)
 from bam.train._data import SplitLoader, augment, eval_batches
 from bam.train.config import TrainConfig
 
@@ -170,7 +179,7 @@ def finish(run: TrainRun, net: Net, selected: tuple[int, float], elapsed: float)
 
     cfg, out_dir = run.config, run.out_dir
     t0 = time.perf_counter()
-    net.model.load_state_dict(load_file(str(out_dir / WEIGHTS_FILE), device=str(run.device)))
+    net.model.load_state_dict(load_file(str(ckpt_file(out_dir, WEIGHTS_FILE)), device=str(run.device)))
     gen = torch.Generator().manual_seed(mix(cfg.seed, 7919))
     n = net.train.n
     train_idx = (sorted(torch.randperm(n, generator=gen)[:cfg.train_eval_max].tolist()) if n > cfg.train_eval_max
@@ -188,7 +197,10 @@ def finish(run: TrainRun, net: Net, selected: tuple[int, float], elapsed: float)
                      recipe=str(recipe), dataset_manifest_hash=str(data.manifest_hash), seed=cfg.seed, accuracy=acc,
                      training_time_s=round(elapsed + time.perf_counter() - t0, 3), bam_version=__version__,
                      **describe_model(net.model))
-    card = dataclasses.replace(card, weights_sha256=sha256_file(out_dir / WEIGHTS_FILE))
+    # the card pins the set: these weights, this config and the final training state (one run's files)
+    card = dataclasses.replace(card, weights_sha256=sha256_file(ckpt_file(out_dir, WEIGHTS_FILE)),
+                               config_sha256=sha256_file(ckpt_file(out_dir, CONFIG_FILE)),
+                               state_sha256=sha256_file(ckpt_file(out_dir, STATE_FILE)))
     if run.dist.is_main:
         write_card(card, out_dir)
         log.info("%s: done (best epoch %d); accuracy %s -> %s", run.role, best_epoch,

@@ -19,7 +19,7 @@ import torch
 
 from bam._io import sha256_file, write_bytes
 from bam.errors import BamError
-from bam.models.checkpoint import CARD_FILE, STATE_FILE, WEIGHTS_FILE
+from bam.models.checkpoint import CARD_FILE, STATE_FILE, WEIGHTS_FILE, ckpt_file
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def save_state(out_dir: Path, state: dict[str, Any]) -> None:
     full[CHECKSUM_KEY] = state_checksum(full)
     buf = io.BytesIO()
     torch.save(full, buf)
-    write_bytes(out_dir / STATE_FILE, buf.getvalue())
+    write_bytes(ckpt_file(out_dir, STATE_FILE), buf.getvalue())
 
 
 def load_state(out_dir: Path, require_checksum: bool = True) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def load_state(out_dir: Path, require_checksum: bool = True) -> dict[str, Any]:
     A state without a checksum (written before checksums existed) is accepted only with
     ``require_checksum=False`` (a finished run, whose weights the card's hash covers).
     """
-    path = out_dir / STATE_FILE
+    path = ckpt_file(out_dir, STATE_FILE)
     damaged = (f"training state {path} is damaged ({{}}); delete it (and {WEIGHTS_FILE}) to train again "
                "from scratch, or use another --out")
     try:
@@ -90,7 +90,7 @@ def load_state(out_dir: Path, require_checksum: bool = True) -> dict[str, Any]:
 def check_weights(out_dir: Path, state: dict[str, Any]) -> None:
     """BamError unless ``model.safetensors`` is the file the state was saved with (when it has one)."""
     expected = state.get("weights_sha256")
-    path = out_dir / WEIGHTS_FILE
+    path = ckpt_file(out_dir, WEIGHTS_FILE)
     if not expected or int(state.get("best_epoch", 0)) <= 0:
         return
     if not path.is_file():
@@ -118,8 +118,8 @@ def check_resumable(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] |
     BamError when the state is damaged, or when the saved run's settings differ from ``settings``
     (naming the first one).
     """
-    has_state = (out_dir / STATE_FILE).is_file()
-    has_card = (out_dir / CARD_FILE).is_file()
+    has_state = ckpt_file(out_dir, STATE_FILE).is_file()
+    has_card = ckpt_file(out_dir, CARD_FILE).is_file()
     if not has_state and not has_card:
         return None
     if not has_state:

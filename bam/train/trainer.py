@@ -23,10 +23,19 @@ from torch import nn
 from bam._device import resolve_device
 from bam._dist import DistInfo, barrier, current
 from bam._io import sha256_file
+from bam._lock import output_lock
 from bam.config import save_config
 from bam.errors import BamError
 from bam.models._registry import create_model
-from bam.models.checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelCard, read_card, save_weights
+from bam.models.checkpoint import (
+    CARD_FILE,
+    CONFIG_FILE,
+    ModelCard,
+    checkpoint_problem,
+    ckpt_file,
+    read_card,
+    save_weights,
+)
 from bam.roles import check_role
 from bam.train._data import SplitLoader, open_role_subset, train_batches
 from bam.train._loop import Net, TrainRun, finish, train_epoch, uses_channels_last
@@ -90,21 +99,50 @@ def _settings(config: TrainConfig, role: str, data: Any, world: int) -> dict[str
 
 def fit(config: TrainConfig, data: Any, out_dir: Path, role: str, *, device: str | torch.device = "auto",
         progress: bool = False) -> ModelCard:
-    """Train on an opened dataset (see :func:`train_model`); rank 0 writes, all ranks return the card."""
+    """Train on an opened dataset (see :func:`train_model`); rank 0 writes, all ranks return the card.
+
+    Rank 0 holds an exclusive lock on ``out_dir`` (:mod:`bam._lock`) while it runs: a second run
+    into the same folder is refused in one line naming the process that holds it.
+    """
     out_dir = Path(out_dir)
     role = check_role(role, len(data.scene_classes))
     run = TrainRun(config=config, data=data, out_dir=out_dir, role=role,
                    device=resolve_device(device) if isinstance(device, str) else device, progress=progress,
                    dist=current())
+    if not run.dist.is_main:
+        return _fit_unlocked(run)
+    finished = _finished(run)  # confirming a finished run writes nothing, so it takes no lock
+    if finished is not None:
+        return finished
+    with output_lock(out_dir, "bam train"):
+        return _fit_unlocked(run)
+
+
+def _finished(run: TrainRun) -> ModelCard | None:
+    """The card of the finished run in ``run.out_dir`` with the same settings (verified), else None.
+
+    BamError when the folder holds a run with other settings or a finished set that does not verify."""
+    out_dir = run.out_dir
+    state = check_resumable(out_dir, _settings(run.config, run.role, run.data, run.dist.world_size))
+    if state is None or state["epoch"] < run.config.epochs or not (out_dir / CARD_FILE).is_file():
+        return None
+    card = read_card(out_dir)
+    problem = checkpoint_problem(out_dir, card)
+    if problem:
+        raise BamError(f"{out_dir} holds a finished run whose files do not match {CARD_FILE} ({problem}); "
+                       "use another --out or delete it to train again")
+    log.info("%s: already trained (%d epochs); nothing to do", out_dir, state["epoch"])
+    return card
+
+
+def _fit_unlocked(run: TrainRun) -> ModelCard:
+    """:func:`fit` once ``run.out_dir`` is locked (on rank 0)."""
+    config, data, out_dir, role = run.config, run.data, run.out_dir, run.role
     settings = _settings(config, role, data, run.dist.world_size)
+    finished = _finished(run)
+    if finished is not None:
+        return finished
     state = check_resumable(out_dir, settings)
-    if state is not None and state["epoch"] >= config.epochs and (out_dir / CARD_FILE).is_file():
-        card = read_card(out_dir)
-        if not (out_dir / WEIGHTS_FILE).is_file() or sha256_file(out_dir / WEIGHTS_FILE) != card.weights_sha256:
-            raise BamError(f"{out_dir} holds a finished run whose {WEIGHTS_FILE} does not match {CARD_FILE} "
-                           "(missing, damaged or edited); use another --out or delete it to train again")
-        log.info("%s: already trained (%d epochs); nothing to do", out_dir, state["epoch"])
-        return card
     if state is not None:
         check_environment(out_dir, state, environment())
     try:
@@ -152,7 +190,8 @@ def _fit(run: TrainRun, state: dict[str, Any] | None, settings: dict[str, Any]) 
         log.info("%s: resuming after epoch %d", out_dir, start_epoch)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / CONFIG_FILE)
+        save_config(cfg, ckpt_file(out_dir, CONFIG_FILE))
+    config_sha = sha256_file(ckpt_file(out_dir, CONFIG_FILE)) if out_dir.joinpath(CONFIG_FILE).is_file() else ""
     steps = len(_epoch_batches(run, net, 0))
     for epoch in range(start_epoch, cfg.epochs):
         rec = train_epoch(run, net, epoch, _epoch_batches(run, net, epoch),
@@ -167,7 +206,8 @@ def _fit(run: TrainRun, state: dict[str, Any] | None, settings: dict[str, Any]) 
             save_state(out_dir, {"epoch": epoch + 1, "model": net.model.state_dict(), "optimizer": net.opt.state_dict(),
                                  "best_acc": best, "best_epoch": best_epoch, "history": history,
                                  "settings": settings, "environment": environment(),
-                                 "elapsed_s": elapsed + time.perf_counter() - started, "weights_sha256": weights_sha})
+                                 "elapsed_s": elapsed + time.perf_counter() - started, "weights_sha256": weights_sha,
+                                 "config_sha256": config_sha})
         barrier(world)
     return finish(run, net, (best_epoch, best), elapsed + time.perf_counter() - started)
 

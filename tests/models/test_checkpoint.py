@@ -69,7 +69,8 @@ def test_load_errors(tmp_path: Path) -> None:
     save(model, tmp_path / "m", ModelCard(arch="small_resnet", role="obj", num_classes=4, image_size=32))
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     (tmp_path / "m" / "card.json").write_text(json.dumps({**card, "num_classes": 5}))
-    with pytest.raises(BamError, match="do not fit arch 'small_resnet'"):
+    with pytest.raises(BamError, match=r"do not fit the card's architecture 'small_resnet': tensor '[\w.]+' is "
+                                       r"\[4(, \d+)*\] in the weights, the card's architecture needs \[5"):
         load(tmp_path / "m")
     (tmp_path / "m" / "card.json").write_text(json.dumps({**card, "colour": "red"}))
     with pytest.raises(BamError, match=r"unknown config key.*colour"):
