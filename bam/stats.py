@@ -23,7 +23,7 @@ def over_resamples(statistic: Statistic, samples: np.ndarray) -> np.ndarray:
     """``statistic`` of every resample ``samples[b]`` ([B, n, ...] -> [B]).
 
     Uses the statistic's own vectorised ``over_resamples`` method when it has one (the RMCS
-    rank correlation), else one call per resample.
+    fitted fall of its curve), else one call per resample.
     """
     batched = getattr(statistic, "over_resamples", None)
     if batched is not None:

@@ -35,13 +35,13 @@ def expected_files(recipe: Recipe, n: int, export: bool) -> set[str]:
     return files
 
 
-def _subset_counts(name: str, o: int, s: int, n: int, val: int) -> tuple[int, int]:
-    """(train, val) rows of subset ``name`` (SPEC §2.4)."""
+def _subset_counts(name: str, o: int, s: int, n: int, val: int, p: int) -> tuple[int, int]:
+    """(train, val) rows of subset ``name`` (SPEC §2.4); ``p`` = the recipe's commonality_placements."""
     if name in _BASE_SUBSETS:
         return (n - val) * o * s, val * o * s
     if name in ("common_in_scene", "iir_scene"):
         return 0, val
-    return (n - val) * s, val * s  # commonality-k: one row per scene image
+    return (n - val) * s * p, val * s  # commonality-k: p rows per train scene image, one per val image
 
 
 def layout_problems(manifest: Any) -> list[str]:
@@ -98,7 +98,7 @@ def layout_problems(manifest: Any) -> list[str]:
                         f"the layout has {', '.join(names)}")
     else:
         for name in names:
-            train, v = _subset_counts(name, o, s, n, val)
+            train, v = _subset_counts(name, o, s, n, val, recipe.commonality_placements)
             entry = {"file": f"subsets/{name}.csv", "label_kind": "object" if name == "obj" else "scene",
                      "train": train, "val": v}
             if subsets[name] != entry:

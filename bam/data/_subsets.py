@@ -53,21 +53,43 @@ def commonality_order(recipe: Recipe) -> list[str]:
     return [recipe.common_scene] + [s for s in recipe.scene_classes if s != recipe.common_scene]
 
 
+def _placement_copies(recipe: Recipe, common: pd.DataFrame) -> pd.DataFrame:
+    """Train rows p = 1..P-1 of each scene image (P = ``recipe.commonality_placements``): the common
+    object's box from its placement of the same instance in the p-th other scene class (in
+    :func:`commonality_order` after the image's own scene); ids get ``__p<p>``. P = 1: no rows."""
+    train = common[common["split"] == "train"]
+    boxes = train.set_index(["scene", "instance"])[BOX]
+    order = commonality_order(recipe)
+    copies = []
+    for p in range(1, recipe.commonality_placements):
+        c = train.copy()
+        others = [[s for s in order if s != own][p - 1] for own in c["scene"]]
+        c[BOX] = boxes.loc[list(zip(others, c["instance"]))].to_numpy()
+        c["image_id"] = c["image_id"] + f"__p{p}"
+        copies.append(c)
+    return pd.concat(copies) if copies else train.iloc[:0]
+
+
 def commonality_table(recipe: Recipe, placements: pd.DataFrame, k: int, n: int) -> pd.DataFrame:
-    """commonality-k: one row per scene image; the common object is pasted in k scene classes."""
+    """commonality-k: the common object pasted in every image of k scene classes, the others
+    scene-only; ``recipe.commonality_placements`` rows per train scene image (the common object at
+    that many of its placements, as the scene labelling sees each scene image under ten objects),
+    one row per val scene image."""
     with_object = set(commonality_order(recipe)[:k])
-    common = placements[placements["object"] == recipe.common_object].copy()
+    common = placements[placements["object"] == recipe.common_object]
+    common = pd.concat([common, _placement_copies(recipe, common)], ignore_index=True)
     plain = ~common["scene"].isin(with_object)
     width = id_width(n)
-    common.loc[plain, "image_id"] = [f"{sc}__{i:0{width}d}" for sc, i in
-                                     zip(common.loc[plain, "scene"], common.loc[plain, "instance"])]
+    suffix = common["image_id"].str.extract(r"(__p\d+)$", expand=False).fillna("")
+    common.loc[plain, "image_id"] = [f"{sc}__{i:0{width}d}{sfx}" for sc, i, sfx in
+                                     zip(common.loc[plain, "scene"], common.loc[plain, "instance"], suffix[plain])]
     common.loc[plain, "object"] = ""
     common.loc[plain, "object_label"] = -1
     for key in BOX:
         common.loc[plain, key] = -1
     common["label"] = common["scene_label"]
     common["input"] = np.where(plain, "scene_only", "composite")
-    return common.sort_values(["scene_label", "instance"], kind="stable")[COLUMNS].reset_index(drop=True)
+    return common.sort_values(["scene_label", "instance", "image_id"], kind="stable")[COLUMNS].reset_index(drop=True)
 
 
 def subset_tables(recipe: Recipe, placements: pd.DataFrame, n: int) -> dict[str, pd.DataFrame]:

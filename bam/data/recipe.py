@@ -50,6 +50,9 @@ class Recipe:
     max_corrupt_fraction: float = 0.05
     #: synthetic source: objects are rotated uniformly in [-x, x] degrees (180 = any orientation)
     synthetic_max_rotation: float = 180.0
+    #: commonality-k training sets: rows per train scene image, each with the common object at another
+    #: of its placements (its boxes in the other scene classes, same instance); val keeps one row
+    commonality_placements: int = 1
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -106,6 +109,9 @@ class Recipe:
         if not 0.0 <= self.synthetic_max_rotation <= 180.0:
             raise BamError(f"{where}: synthetic_max_rotation {self.synthetic_max_rotation} out of range; "
                            "accepted: 0..180 (degrees)")
+        if not 1 <= self.commonality_placements <= len(self.scene_classes):
+            raise BamError(f"{where}: commonality_placements {self.commonality_placements} out of range; "
+                           f"accepted: 1..{len(self.scene_classes)} (the number of scene classes)")
 
     # --- derived quantities -------------------------------------------------------------------
 

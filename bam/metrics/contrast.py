@@ -59,7 +59,7 @@ def commonality_ks(records: pd.DataFrame) -> list[int]:
 
 def average_ranks(v: np.ndarray) -> np.ndarray:
     """1-based ranks of ``v``, ties sharing their average rank (as ``pandas.Series.rank("average")``);
-    numpy only, as the RMCS bootstrap calls it hundreds of thousands of times."""
+    numpy only (for :func:`spearman`, the rank statistic the RMCS summary used before :class:`CurveFall`)."""
     order = np.argsort(v, kind="mergesort")
     sv = v[order]
     first = np.empty(len(v), dtype=bool)
@@ -91,18 +91,34 @@ def _column_means(mat: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _RmcsStatistic:
-    """Negated Spearman between k and the per-k mean of a [n_images, n_k] matrix (NaN = unused)."""
+class CurveFall:
+    """Fitted fall of a curve: -(least-squares slope of the per-k means on k) x (max k - min k).
+
+    ``__call__`` takes a [n_images, n_k] matrix (NaN = image unused at that k), takes each column's
+    mean over its finite entries (the curve points MCS_k), fits a line through the points that exist
+    and returns how far it falls from the first k to the last, in the curve's own units (MCS). A
+    strictly linear fall from 0.3 to 0.1 scores 0.2, a flat or constant curve 0, a curve of noise
+    around 0 a number of the size of that noise: the summary has the null 0 and a bootstrap over the
+    images (rows, resampled jointly for every k) gives it a CI. NaN with fewer than 2 points.
+    """
 
     ks: np.ndarray
 
+    @property
+    def span(self) -> float:
+        """max k - min k over the curve (the k of the columns)."""
+        return float(self.ks.max() - self.ks.min()) if len(self.ks) else math.nan
+
     def _from_means(self, means: np.ndarray) -> float:
         ok = np.isfinite(means)
-        rho = spearman(self.ks[ok], means[ok])
-        return -rho + 0.0 if math.isfinite(rho) else math.nan
+        if ok.sum() < 2:
+            return math.nan
+        x, y = self.ks[ok], means[ok]
+        dx = x - x.mean()
+        return -float((dx * (y - y.mean())).sum() / (dx * dx).sum()) * self.span + 0.0
 
     def __call__(self, mat: np.ndarray) -> float:
-        """-Spearman(k, column means of the finite entries)."""
+        """The fitted fall of the column means of the finite entries."""
         return self._from_means(_column_means(mat))
 
     def over_resamples(self, mats: np.ndarray) -> np.ndarray:
@@ -111,53 +127,53 @@ class _RmcsStatistic:
         out = np.full(len(means), math.nan)
         full = np.isfinite(means).all(1)
         if full.any() and means.shape[1] >= 2:
+            dx = self.ks - self.ks.mean()
             m = means[full]
-            # average ranks per row: #smaller + (#equal + 1) / 2
-            ry = (m[:, None, :] < m[:, :, None]).sum(2) + ((m[:, None, :] == m[:, :, None]).sum(2) + 1) / 2.0
-            rx = average_ranks(self.ks)
-            rx, ry = rx - rx.mean(), ry - ry.mean(1, keepdims=True)
-            den = np.sqrt((rx * rx).sum() * (ry * ry).sum(1))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rho = np.where(den > 0, (ry * rx).sum(1) / np.where(den > 0, den, 1.0), 0.0)
-            out[full] = -rho + 0.0
+            out[full] = -((m - m.mean(1, keepdims=True)) @ dx) / float((dx * dx).sum()) * self.span + 0.0
         for b in np.flatnonzero(~full):
             out[b] = self._from_means(means[b])
         return out
 
 
-@register_metric(MetricInfo(
-    name="rmcs", title="Relative model contrast (rank correlation of the MCS_k curve)", paper=_PAPER,
-    direction="higher", range=(-1.0, 1.0), chance=0.0, selection_subset="common_in_scene", needs=_rmcs_needs,
-    optional_needs=_rmcs_curve_needs, min_optional=2, context=("num_k",),
-    description="MCS(commonality-k vs commonality-K) on common_in_scene for k=1..K-1 (rows 'rmcs_curve'); "
-                "summary = -Spearman(k, MCS_k), so 1 means the curve decreases strictly with k",
-))
-def rmcs(records: pd.DataFrame, num_k: int | None = None) -> MetricValue:
-    """RMCS (SPEC §4.7): the curve MCS_k = MCS(commonality-k vs commonality-K) on common_in_scene.
-
-    Returns the summary value -Spearman(k, MCS_k) over the k with at least one used image
-    (negated so that higher is better: the common object should matter less as k grows); the
-    curve points (metric ``rmcs_curve``, field ``k``) are in ``.curve``. ``num_k`` = K (default:
-    the largest k present in ``records``).
-    """
-    present = commonality_ks(records)
-    big_k = num_k if num_k is not None else (max(present) if present else 0)
-    ref = (commonality(big_k) if big_k >= 1 else "", "common_in_scene")
-    curve = tuple(model_contrast(records, (commonality(k), "common_in_scene"), ref, "rmcs_curve", k)
-                  for k in range(1, big_k))
+def curve_summary(metric: str, curve: tuple[MetricValue, ...], roles: tuple[str, ...]) -> MetricValue:
+    """The summary row of a curve of paired contrasts (one MetricValue per k): per-image matrix
+    [images used at any k, k] (NaN where an image is not used at that k), statistic :class:`CurveFall`,
+    ``n_used`` = distinct images, exclusions summed over the points."""
     ids = sorted({i for c in curve for i in c.image_ids})
     pos = {i: n for n, i in enumerate(ids)}
     mat = np.full((len(ids), len(curve)), np.nan)
     for j, c in enumerate(curve):
         for i, v in zip(c.image_ids, c.per_image):
             mat[pos[i], j] = v
-    ks = np.arange(1, big_k, dtype=float)
-    stat = _RmcsStatistic(ks)
-    value = stat(mat) if len(ids) else math.nan
+    stat = CurveFall(np.array([float(c.k if c.k is not None else j + 1) for j, c in enumerate(curve)]))
     excluded: dict[str, int] = {}
     for c in curve:
         for r, n in c.excluded.items():
             excluded[r] = excluded.get(r, 0) + n
-    roles = commonality_roles(big_k)
-    return MetricValue(metric="rmcs", value=value, n_used=len(ids), excluded=frozen(excluded), per_image=mat,
-                       image_ids=tuple(ids), statistic=stat, roles=roles, curve=curve)
+    return MetricValue(metric=metric, value=stat(mat) if ids else math.nan, n_used=len(ids),
+                       excluded=frozen(excluded), per_image=mat, image_ids=tuple(ids), statistic=stat, roles=roles,
+                       curve=curve)
+
+
+@register_metric(MetricInfo(
+    name="rmcs", title="Relative model contrast (fitted fall of the MCS_k curve)", paper=_PAPER,
+    direction="higher", range=(-3.0, 3.0), chance=0.0, selection_subset="common_in_scene", needs=_rmcs_needs,
+    optional_needs=_rmcs_curve_needs, min_optional=2, context=("num_k",),
+    description="MCS(commonality-k vs commonality-K) on common_in_scene for k=1..K-1 (rows 'rmcs_curve'); "
+                "summary = the least-squares line's fall from k=1 to k=K-1 in MCS units (0 = flat or noise)",
+))
+def rmcs(records: pd.DataFrame, num_k: int | None = None) -> MetricValue:
+    """RMCS (SPEC §4.7): the curve MCS_k = MCS(commonality-k vs commonality-K) on common_in_scene.
+
+    Returns as value the fitted fall of the curve (:class:`CurveFall`: minus the least-squares slope
+    of MCS_k on k, times K - 2, over the k with at least one used image), positive when the common
+    object matters less as k grows, 0 for a flat curve, in MCS units so that a curve of noise near 0
+    gives a summary near 0; the curve points (metric ``rmcs_curve``, field ``k``) are in ``.curve``.
+    ``num_k`` = K (default: the largest k present in ``records``).
+    """
+    present = commonality_ks(records)
+    big_k = num_k if num_k is not None else (max(present) if present else 0)
+    ref = (commonality(big_k) if big_k >= 1 else "", "common_in_scene")
+    curve = tuple(model_contrast(records, (commonality(k), "common_in_scene"), ref, "rmcs_curve", k)
+                  for k in range(1, big_k))
+    return curve_summary("rmcs", curve, commonality_roles(big_k))

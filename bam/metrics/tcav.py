@@ -11,14 +11,11 @@ method "tcav" with them. Records columns: see :data:`bam.concepts.RECORD_COLUMNS
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 
 from bam.errors import BamError
 from bam.metrics._base import MetricInfo, MetricValue, Need, frozen, mean_statistic, register_metric
-from bam.metrics.contrast import _RmcsStatistic, commonality_ks
+from bam.metrics.contrast import commonality_ks, curve_summary
 from bam.roles import OBJ, SCENE, commonality, commonality_roles
 from bam.schema import bool_column
 
@@ -113,16 +110,18 @@ def tcav_mcs(records: pd.DataFrame, layer: str | None = None, correct_only: bool
 
 
 @register_metric(MetricInfo(
-    name="tcav_rmcs", title="TCAV relative model contrast (rank correlation of the curve)", paper=_PAPER,
-    direction="higher", range=(-1.0, 1.0), chance=0.0, selection_subset="common_in_scene", needs=_rmcs_ref,
+    name="tcav_rmcs", title="TCAV relative model contrast (fitted fall of the curve)", paper=_PAPER,
+    direction="higher", range=(-3.0, 3.0), chance=0.0, selection_subset="common_in_scene", needs=_rmcs_ref,
     optional_needs=_rmcs_curve, min_optional=2, context=("num_k",), defaults={"layer": None, "correct_only": False},
     concept_method="tcav",
-    description="TCAV_k - TCAV_K over the commonality models (rows 'tcav_rmcs_curve'); summary -Spearman(k, curve)",
+    description="TCAV_k - TCAV_K over the commonality models (rows 'tcav_rmcs_curve'); summary = the "
+                "least-squares line's fall from k=1 to k=K-1 (0 = flat or noise)",
 ))
 def tcav_rmcs(records: pd.DataFrame, layer: str | None = None, num_k: int | None = None,
               correct_only: bool = False) -> MetricValue:
     """TCAV RMCS: the curve TCAV_k - TCAV_K (commonality-k vs commonality-K) for k = 1..K-1 and its
-    summary -Spearman(k, curve), as :func:`bam.metrics.contrast.rmcs` (1: strictly decreasing in k).
+    summary, the fitted fall of the curve from k = 1 to K - 1 (:class:`bam.metrics.contrast.CurveFall`,
+    as :func:`bam.metrics.contrast.rmcs`; positive: decreasing in k, 0: flat).
 
     The curve points (metric ``tcav_rmcs_curve``, field ``k``) are in ``.curve``; ``num_k`` = K
     (default: the largest k in the records).
@@ -134,17 +133,4 @@ def tcav_rmcs(records: pd.DataFrame, layer: str | None = None, num_k: int | None
         raise BamError(f"tcav_rmcs needs commonality-k models for k = 1..K with K >= 2; found k = {present}")
     curve = tuple(_contrast(rows, commonality(k), commonality(big_k), correct_only, "tcav_rmcs_curve", k)
                   for k in range(1, big_k))
-    ids = sorted({i for c in curve for i in c.image_ids})
-    pos = {i: n for n, i in enumerate(ids)}
-    mat = np.full((len(ids), len(curve)), np.nan)
-    for j, c in enumerate(curve):
-        for i, v in zip(c.image_ids, c.per_image):
-            mat[pos[i], j] = v
-    stat = _RmcsStatistic(np.arange(1, big_k, dtype=float))
-    excluded: dict[str, int] = {}
-    for c in curve:
-        for r, n in c.excluded.items():
-            excluded[r] = excluded.get(r, 0) + n
-    return MetricValue(metric="tcav_rmcs", value=stat(mat) if ids else math.nan, n_used=len(ids),
-                       excluded=frozen(excluded), per_image=mat, image_ids=tuple(ids), statistic=stat,
-                       roles=commonality_roles(big_k), curve=curve)
+    return curve_summary("tcav_rmcs", curve, commonality_roles(big_k))

@@ -40,7 +40,7 @@ def test_tcav_mcs_known_answer_paired_per_image() -> None:
     assert tcav_score(rec, "obj").value == pytest.approx((1 + 0.5 + 1) / 3)
 
 
-def test_tcav_rmcs_decreasing_curve_scores_one() -> None:
+def test_tcav_rmcs_decreasing_curve_scores_its_fall() -> None:
     parts = []
     for k in range(1, 5):  # share of positive runs (4 runs): (4 - k) / 4 on both images
         for img in ("A", "B"):
@@ -49,12 +49,12 @@ def test_tcav_rmcs_decreasing_curve_scores_one() -> None:
     v = tcav_rmcs(rec)
     assert [c.k for c in v.curve] == [1, 2, 3] and [c.metric for c in v.curve] == ["tcav_rmcs_curve"] * 3
     np.testing.assert_allclose([c.value for c in v.curve], [0.75, 0.5, 0.25])
-    assert v.value == pytest.approx(1.0) and v.per_image.shape == (2, 3)
+    assert v.value == pytest.approx(0.5) and v.per_image.shape == (2, 3)  # 0.75 -> 0.25 over k = 1..3
     flipped = rec.assign(model_role=rec["model_role"].map(
         {"commonality-1": "commonality-3", "commonality-3": "commonality-1"}).fillna(rec["model_role"]))
-    # k = 1 and 3 swapped, reference commonality-4 unchanged: the curve increases, -Spearman = -1
+    # k = 1 and 3 swapped, reference commonality-4 unchanged: the curve rises by 0.5
     np.testing.assert_allclose([c.value for c in tcav_rmcs(flipped).curve], [0.25, 0.5, 0.75])
-    assert tcav_rmcs(flipped).value == pytest.approx(-1.0)
+    assert tcav_rmcs(flipped).value == pytest.approx(-0.5)
 
 
 def test_bad_input() -> None:

@@ -247,3 +247,37 @@ def test_preload_gives_same_batches(tiny_build: Path) -> None:
         a, b = lazy.subset(name, None).load_batch(idx), eager.subset(name, None).load_batch(idx)
         assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not bool(lazy.store.scene_ok.all())  # lazy: only what was asked for was decoded
+
+
+def test_commonality_placements(tmp_path: Path) -> None:
+    """commonality_placements = 3: each train scene image gets 3 rows (own placement, then the common
+    object's boxes of the same instance in the next scene classes), val keeps one; scene-only rows repeat;
+    the layout check accepts the build and a bad value is a one-line error."""
+    recipe = write_recipe(tmp_path / "p.yaml", **{**TINY, "commonality_placements": 3})
+    res = invoke("build-data", "--recipe", str(recipe), "--out", str(tmp_path / "d"), "--seed", "3")
+    assert res.exit_code == 0, res.output
+    data = open_dataset(tmp_path / "d")
+    assert invoke("data", "verify", str(tmp_path / "d")).exit_code == 0
+    obj = data.table("obj")
+    circle = obj[obj["object"] == "circle"].set_index(["scene", "instance"])
+    for k in (1, 3):
+        t = data.table(f"commonality-{k}")
+        train, val = t[t["split"] == "train"], t[t["split"] == "val"]
+        assert len(train) == 3 * 6 * 3 and len(val) == 3 * 2 and t["image_id"].is_unique
+        assert (train.groupby(["scene", "instance"]).size() == 3).all()
+        assert not val["image_id"].str.contains("__p").any()
+        comp = train[train["input"] == "composite"]
+        for r in comp.itertuples():
+            p = int(r.image_id.rsplit("__p", 1)[1]) if "__p" in r.image_id else 0
+            other = [s for s in commonality_order(data.recipe) if s != r.scene]
+            src = r.scene if p == 0 else other[p - 1]
+            assert (r.x0, r.y0, r.w, r.h) == tuple(circle.loc[(src, r.instance), ["x0", "y0", "w", "h"]])
+        if k == 3:  # every class has the object: its three rows of one image are three different boxes
+            assert comp.groupby(["scene", "instance"])[["x0", "y0"]].nunique().max().max() > 1
+        sub = data.subset(f"commonality-{k}", "train")
+        _, _, masks = sub.load_batch(list(range(len(sub))))
+        has = torch.tensor((sub.table["input"] == "composite").to_numpy())
+        assert (masks[has].sum((1, 2, 3)) > 0).all() and masks[~has].sum() == 0
+    bad = write_recipe(tmp_path / "b.yaml", **{**TINY, "commonality_placements": 4})
+    res = invoke("build-data", "--recipe", str(bad), "--out", str(tmp_path / "e"))
+    assert res.exit_code == 2 and "commonality_placements 4 out of range; accepted: 1..3" in res.output

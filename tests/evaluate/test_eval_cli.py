@@ -131,3 +131,23 @@ def test_cli_tcav_rows_land_in_results_and_report(tiny: tuple[Path, Path], tmp_p
     assert set(summary["model_role"]) == {"obj", "scene", "commonality-1", "commonality-2", "commonality-3"}
     assert invoke("-q", "report", str(out)).exit_code == 0
     assert "TCAV per model and layer" in (out / "report.html").read_text()
+
+
+def test_controls_rmcs_at_chance_on_a_tiny_build(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """The RMCS summary's null on a real tiny build: the model-independent controls score exactly 0
+    (CI [0, 0]) and the random control's CI contains 0, the curve points within noise of 0 too."""
+    data, models = tiny
+    out = tmp_path / "out"
+    res = invoke("-q", "evaluate", "--data", str(data), "--models", str(models), "--method", "random",
+                 "--method", "edge", "--method", "center", "--metric", "rmcs", "--config", "ci", "--device", "cpu",
+                 "--out", str(out))
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    summary = table[table["metric"] == "rmcs"].set_index("method")
+    assert set(summary.index) == {"random", "edge", "center"} and (summary["n_used"] > 0).all()
+    for m in ("edge", "center"):
+        assert summary.loc[m, ["value", "ci_low", "ci_high"]].tolist() == [0.0, 0.0, 0.0]
+    lo, value, hi = summary.loc["random", ["ci_low", "value", "ci_high"]]
+    assert lo <= 0.0 <= hi and lo <= value <= hi
+    curve = table[(table["metric"] == "rmcs_curve") & (table["method"] == "random")]
+    assert abs(value) <= 2.0 * curve["value"].abs().max() + 1e-12  # |fall| <= span * |slope|, two points
