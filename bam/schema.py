@@ -22,18 +22,21 @@ import pandas as pd
 
 from bam.errors import BamError
 
-SCHEMA_VERSION = 2
-#: Schema versions :func:`read_results` reads (version 1 lacks the columns of :data:`V2_DEFAULTS`).
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+SCHEMA_VERSION = 3
+#: Schema versions :func:`read_results` reads (version 1 lacks the columns of :data:`V2_DEFAULTS`, versions 1
+#: and 2 those of :data:`V3_DEFAULTS`).
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 
 #: results.csv columns, in order.
 RESULTS_COLUMNS: tuple[str, ...] = (
     "schema_version", "dataset", "manifest_hash", "model_pair", "model_hashes", "method", "method_params",
-    "metric", "metric_params", "k", "space", "value", "ci_low", "ci_high", "n_used", "n_excluded",
+    "method_version", "metric", "metric_params", "k", "space", "value", "ci_low", "ci_high", "n_used", "n_excluded",
     "excluded_reasons", "direction", "chance", "tier", "images_per_s", "passes_per_image", "peak_memory_mb", "seed",
 )
 #: Columns added in schema 2 and the value a schema-1 file is read with.
 V2_DEFAULTS: dict[str, str] = {"metric_params": "{}", "space": "pixel", "tier": ""}
+#: Columns added in schema 3 and the value an older file is read with ("": the method version is unknown).
+V3_DEFAULTS: dict[str, str] = {"method_version": ""}
 #: Attribution spaces (SPEC §5.8): ``pixel`` = [0, 1] image pixels, ``model`` = the network input.
 SPACES: tuple[str, ...] = ("pixel", "model")
 
@@ -63,8 +66,8 @@ def is_curve_point(frame: pd.DataFrame) -> pd.Series:
 
 #: records.csv columns, in order; method extras (e.g. ``boundary_distance``) follow, sorted.
 RECORD_COLUMNS: tuple[str, ...] = (
-    "image_id", "subset", "input", "model_role", "model_hash", "method", "method_hash", "prediction", "label",
-    "correct", "g", "valid", "status",
+    "image_id", "subset", "input", "model_role", "model_hash", "method", "method_hash", "method_version",
+    "prediction", "label", "correct", "g", "valid", "status",
 )
 #: The order of records.csv rows.
 RECORD_ORDER: tuple[str, ...] = ("method", "model_role", "input", "subset", "image_id")
@@ -199,7 +202,8 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     if "schema_version" not in df.columns:
         _require(df, RESULTS_COLUMNS, path, "results.csv")
     if df.empty:
-        _require(df, [c for c in RESULTS_COLUMNS if c not in V2_DEFAULTS], path, "results.csv")
+        _require(df, [c for c in RESULTS_COLUMNS if c not in V2_DEFAULTS and c not in V3_DEFAULTS], path,
+                 "results.csv")
         return df.reindex(columns=list(dict.fromkeys([*RESULTS_COLUMNS, *df.columns])))
     versions = sorted(set(df["schema_version"].astype(str).str.strip()))
     readable = {s for v in READABLE_VERSIONS for s in (str(v), f"{v}.0")}
@@ -207,10 +211,10 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise BamError(f"unsupported results schema_version {', '.join(versions) or '(none)'} in {path}; "
                        f"accepted: {', '.join(map(str, READABLE_VERSIONS))} (one per file)")
     version = int(float(versions[0]))
-    if version == 1:
-        for col, default in V2_DEFAULTS.items():
-            if col not in df.columns:
-                df[col] = default
+    added = {**(V2_DEFAULTS if version == 1 else {}), **(V3_DEFAULTS if version < 3 else {})}
+    for col, default in added.items():
+        if col not in df.columns:
+            df[col] = default
     _require(df, RESULTS_COLUMNS, path, "results.csv")
     df["schema_version"] = version
     for col in RESULTS_FLOATS:
@@ -259,9 +263,13 @@ def read_comparisons(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a per-image ``records.csv``: ``g`` as float, ``correct``/``valid`` as bool."""
+    """Read a per-image ``records.csv``: ``g`` as float, ``correct``/``valid`` as bool (a file written before
+    schema 3 gets an empty ``method_version``)."""
     path, what = Path(path), "records file"
     df = _read_text_csv(path, what)
+    for col, default in V3_DEFAULTS.items():
+        if col not in df.columns and "method_hash" in df.columns:
+            df.insert(list(df.columns).index("method_hash") + 1, col, default)
     _require(df, RECORD_COLUMNS, path, "records.csv")
     df["g"] = pd.Series(_parse(df["g"], "g", path, what, float_cell, "a number or empty"), index=df.index,
                         dtype=float)

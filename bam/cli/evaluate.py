@@ -95,7 +95,10 @@ def command(data_dir: Path, models_dirs: tuple[Path, ...], methods: tuple[str, .
     table = wide_table(res.results)
     if table:
         click.echo(table)
-    click.echo(f"wrote {out_dir / 'results.csv'} ({len(res.results)} rows), records.csv, provenance.json")
+    cache = res.provenance.get("cache", {})
+    cached = cache.get("records_from_cache", 0) if isinstance(cache, dict) else 0
+    click.echo(f"wrote {out_dir / 'results.csv'} ({len(res.results)} rows), records.csv ({len(res.records)} records, "
+               f"{cached} from the cache), provenance.json")
     if res.failed_everywhere:
         name, msg = next(iter(res.failed_everywhere.items()))
         more = f" (and {len(res.failed_everywhere) - 1} more methods)" if len(res.failed_everywhere) > 1 else ""

@@ -23,6 +23,7 @@ class RecordBatch:
 
     method: str
     method_hash: str
+    method_version: int
     model_role: str
     model_hash: str
     subset: str
@@ -44,7 +45,8 @@ class RecordBatch:
         cols: dict[str, object] = {
             "image_id": list(self.image_ids), "subset": [self.subset] * n, "input": [self.input] * n,
             "model_role": [self.model_role] * n, "model_hash": [self.model_hash] * n, "method": [self.method] * n,
-            "method_hash": [self.method_hash] * n, "prediction": list(self.prediction), "label": list(self.label),
+            "method_hash": [self.method_hash] * n, "method_version": [self.method_version] * n,
+            "prediction": list(self.prediction), "label": list(self.label),
             "correct": [p == t for p, t in zip(self.prediction, self.label)], "g": list(self.g),
             "valid": list(self.valid), "status": list(self.status),
         }
@@ -68,10 +70,12 @@ def _floats(values: object, n: int) -> np.ndarray:
 
 
 def batch_from_payload(fields: Mapping[str, str], ids: Sequence[str], preds: Mapping[str, Sequence[int]],
-                       payload: Mapping[str, object], unchanged: Sequence[bool] | None) -> RecordBatch:
+                       payload: Mapping[str, object], unchanged: Sequence[bool] | None,
+                       method_version: int = 1) -> RecordBatch:
     """Records of one chunk from its (cached) method payload and predictions.
 
-    ``fields``: method, method_hash, model_role, model_hash, subset, input.
+    ``fields``: method, method_hash, model_role, model_hash, subset, input; ``method_version``: the
+    method's :attr:`~bam.methods.MethodInfo.version`.
     """
     n = len(ids)
     extras_in = payload.get("extras") or {}
@@ -83,7 +87,8 @@ def batch_from_payload(fields: Mapping[str, str], ids: Sequence[str], preds: Map
     status = statuses(valid, np.nan_to_num(_floats(extras_in.get("nonfinite"), n)), g, empty)
     g = np.where(status == "ok", g, math.nan)
     extras = {str(k): tuple(_floats(v, n).tolist()) for k, v in extras_in.items()}
-    return RecordBatch(method=fields["method"], method_hash=fields["method_hash"], model_role=fields["model_role"],
+    return RecordBatch(method=fields["method"], method_hash=fields["method_hash"],
+                       method_version=int(method_version), model_role=fields["model_role"],
                        model_hash=fields["model_hash"], subset=fields["subset"], input=fields["input"],
                        image_ids=tuple(ids), prediction=tuple(int(p) for p in preds["prediction"]),
                        label=tuple(int(t) for t in preds["label"]), g=tuple(g.tolist()),

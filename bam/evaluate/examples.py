@@ -8,14 +8,18 @@ re-run recomputes only what changed. A method that raises is recorded and left o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from bam.evaluate._guard import ModelGuard, StateChanged, call_guarded, failure_line
 from bam.evaluate.plan import EvalPlan
 from bam.roles import OBJ, SCENE
 
@@ -52,6 +56,23 @@ def _previous(path: Path, ids: list[str]) -> tuple[dict[str, torch.Tensor], dict
         return {}, {}
 
 
+def _attribute(name: str, model: torch.nn.Module, params: Mapping[str, Any], inputs: torch.Tensor,
+               target: torch.Tensor) -> torch.Tensor:
+    """:func:`bam.methods.attribute` with the parameters as a mapping (bound once per method and model)."""
+    from bam.methods import attribute
+
+    return attribute(name, model, inputs, target, **params)
+
+
+def _guards(guards: dict[int, list[ModelGuard]], model: torch.nn.Module,
+            view: torch.nn.Module) -> list[ModelGuard]:
+    """The guards of ``model`` (snapshot on first use) and of its model-space ``view`` when that is another module."""
+    mine = guards.setdefault(id(model), [ModelGuard(model.eval())])
+    if view is not model and all(g.model is not view for g in mine):
+        mine.append(ModelGuard(view, covered=mine[0]))
+    return mine
+
+
 def examples(plan: EvalPlan, device: torch.device, previous: Path | None) -> Examples | None:
     """Attribute ``config.examples`` evenly spaced obj/val composites with every planned method, obj and
     scene models of the method's kind; attributions already in ``previous`` (same images, model and
@@ -59,7 +80,8 @@ def examples(plan: EvalPlan, device: torch.device, previous: Path | None) -> Exa
     n = plan.config.examples
     if n <= 0:
         return None
-    from bam.methods import attribute, to_space
+    from bam.methods import to_space
+    from bam.methods._call import takes
 
     sub = plan.data.subset("obj", split="val")
     idx = sorted({int(i) for i in np.linspace(0, len(sub) - 1, num=min(n, len(sub))).round()})
@@ -67,10 +89,11 @@ def examples(plan: EvalPlan, device: torch.device, previous: Path | None) -> Exa
     images, _, masks = sub.load_batch(idx)
     images = images.to(device)
     old, old_meta = _previous(previous, ids) if previous is not None else ({}, {})
-    tensors: dict[str, torch.Tensor] = {"images": images.cpu(), "masks": masks.cpu()}
+    tensors: dict[str, torch.Tensor] = {"images": images.cpu().clone(), "masks": masks.cpu()}
     meta = {"image_ids": json.dumps(ids)}
     failures: dict[str, str] = {}
     targets: dict[str, torch.Tensor] = {}  # model sha256 -> predicted classes (one forward per model)
+    guards: dict[int, list[ModelGuard]] = {}  # id(model) -> its isolation guards (:mod:`bam.evaluate._guard`)
     for method in plan.methods:
         for role in ROLES:
             entry = plan.models[method.kind].get(role)
@@ -85,18 +108,22 @@ def examples(plan: EvalPlan, device: torch.device, previous: Path | None) -> Exa
                 with torch.no_grad():
                     targets[entry.sha256] = entry.model(images).argmax(1)
             params = dict(method.params)
-            if plan.config.micro_batch:
+            if plan.config.micro_batch and takes(method.info, "micro_batch"):
                 params.setdefault("micro_batch", plan.config.micro_batch)
-            if method.info.stochastic:
+            if method.info.stochastic and takes(method.info, "seed"):
                 params.setdefault("seed", plan.seed)
             try:
                 view = to_space(entry.model, images, masks.to(images.device), method.space, plan.config.mask_mode)
-                attr = attribute(method.name, view.model, view.inputs, targets[entry.sha256], **params)
+                attr = call_guarded(_guards(guards, entry.model, view.model), method.name,
+                                    functools.partial(_attribute, method.name, view.model, params), view.inputs,
+                                    targets[entry.sha256], private=not method.info.reads_inputs_only)
                 if attr.shape[-2:] != images.shape[-2:]:  # model space: shown on the image's pixel grid
                     attr = torch.nn.functional.interpolate(attr, size=tuple(images.shape[-2:]), mode="bilinear",
                                                            align_corners=False)
-            except Exception as exc:  # a failing method (a plug-in above all) is left out, never fatal
-                msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            except (Exception, SystemExit) as exc:  # a failing method (a plug-in above all) is left out, never fatal
+                msg = failure_line(exc)
+                if isinstance(exc, StateChanged) and exc.inputs_changed:  # a method wrote into the shared images
+                    images = sub.load_batch(idx)[0].to(device)
                 log.warning("examples: %s on the %s model failed: %s", method.name, role, msg)
                 failures.setdefault(method.name, msg)
                 continue

@@ -8,6 +8,7 @@ round-robin to the ranks and :func:`gather` merges the ranks' executions on rank
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -22,10 +23,14 @@ from bam._device import peak_memory_mb
 from bam._dist import DistInfo, barrier, gather_objects
 from bam._io import hash_json
 from bam.evaluate._cache import RecordCache
-from bam.evaluate._counting import count_passes
+from bam.evaluate._counting import PassCount, count_passes
+from bam.evaluate._guard import StateChanged, call_guarded, failure_line
 from bam.evaluate._records import RecordBatch, batch_from_payload
+from bam.evaluate._unit import UnitState
 from bam.evaluate.iir_patch import PatchSet, build_patch_set, patch_summary
 from bam.evaluate.plan import EvalPlan, MethodPlan, Unit
+from bam.methods import AttributionResult
+from bam.methods._space import ModelSpaceModel
 from bam.metrics import object_attribution
 
 log = logging.getLogger("bam.evaluate")
@@ -68,20 +73,35 @@ class Execution:
     patches: Mapping[str, Mapping[str, Any]]
     method_calls: int
     cache_stats: Mapping[str, int]
+    #: the isolation checks (:mod:`bam.evaluate._guard`): method calls checked and the seconds they took
+    isolation: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one method produced on one chunk: its records, its cost, and where they came from."""
+
+    batch: RecordBatch
+    cost: Cost
+    #: the first line of the error when the method failed on the chunk (its records are then method_failed)
+    error: str | None = None
+    #: True when the records were read from the cache
+    cached: bool = False
+    #: True when the method was called (False for cached records)
+    called: bool = False
 
 
 @dataclass
 class _Run:
-    """One rank's execution in progress: its inputs and what it has produced so far (module-private)."""
+    """One rank's inputs and the per-run lookups (module-private)."""
 
     plan: EvalPlan
     cache: RecordCache
     ctx: ExecContext
-    batches: list[RecordBatch] = field(default_factory=list)
-    costs: list[Cost] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
-    calls: int = 0
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    state: UnitState | None = None
+    guard_seconds: float = 0.0
+    guard_checks: int = 0
 
     def row_index(self, subset: str) -> dict[str, int]:
         """image_id -> row of the val split of ``subset`` (built once per run)."""
@@ -89,6 +109,20 @@ class _Run:
             table = self.plan.data.subset(subset, split="val").table
             self.rows[subset] = {str(i): n for n, i in enumerate(table["image_id"])}
         return self.rows[subset]
+
+    def unit_state(self, unit: Unit) -> UnitState:
+        """The state of ``unit`` (a new snapshot when the unit changes)."""
+        if self.state is None or self.state.unit is not unit:
+            self.close_unit()
+            self.state = UnitState(unit)
+        return self.state
+
+    def close_unit(self) -> None:
+        """Account the finished unit's isolation cost and drop its state."""
+        if self.state is not None:
+            self.guard_seconds += sum(g.seconds for g in self.state.guards)
+            self.guard_checks += self.state.guards[0].checks
+        self.state = None
 
 
 def _patch_sets(plan: EvalPlan, ctx: ExecContext) -> tuple[dict[str, PatchSet], dict[str, Mapping[str, Any]]]:
@@ -110,7 +144,8 @@ def _patch_sets(plan: EvalPlan, ctx: ExecContext) -> tuple[dict[str, PatchSet], 
 
 
 def _key(plan: EvalPlan, unit: Unit, ids: Sequence[str], method: MethodPlan | None) -> dict[str, Any]:
-    """The cache key of a chunk: predictions (``method`` None) or one method's records."""
+    """The cache key of a chunk: predictions (``method`` None) or one method's records (with the method's
+    version, and a plug-in's code hash: an edited plug-in or a bumped built-in is recomputed)."""
     key: dict[str, Any] = {"model": unit.model.sha256, "manifest": plan.data.manifest_hash,
                            "subset": unit.need.subset, "input": unit.need.input, "ids": hash_json(list(ids))}
     if unit.need.input == "iir_patch":
@@ -118,7 +153,8 @@ def _key(plan: EvalPlan, unit: Unit, ids: Sequence[str], method: MethodPlan | No
         key["patch"] = hash_json([p.steps, p.alpha, p.beta, p.step_size])
     if method is not None:
         key.update(method=method.name, params=method.params_hash,
-                   seed=plan.seed if method.info.stochastic else None)
+                   seed=plan.seed if method.info.stochastic else None, version=method.info.version,
+                   code=method.info.code_sha256 or None)
     return key
 
 
@@ -136,8 +172,15 @@ class _Chunk:
             from bam.methods import to_space
 
             x, _y, m = self.load()
-            self._views[space] = to_space(self.unit.model.model, x, m, space, self.plan.config.mask_mode)
+            view = self.run.unit_state(self.unit).model_for(space)
+            self._views[space] = to_space(self.unit.model.model, x, m, space, self.plan.config.mask_mode,
+                                          view=view if isinstance(view, ModelSpaceModel) else None)
         return self._views[space]
+
+    def reload(self) -> None:
+        """Forget the loaded batch and its views (a method wrote into them)."""
+        self._batch = None
+        self._views.clear()
 
     def load(self) -> Batch:
         """Images, labels and masks of the chunk on the device (patched images for iir_patch)."""
@@ -179,86 +222,107 @@ def _stochastic_seed(plan: EvalPlan, key: Mapping[str, Any]) -> int:
     return int(hash_json([plan.seed, key["model"], key["subset"], key["input"], key["ids"]])[:7], 16)
 
 
-def _failure(exc: BaseException) -> str:
-    """One line: exception type and first line of its message."""
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+def _call_params(chunk: _Chunk, method: MethodPlan, key: Mapping[str, Any]) -> dict[str, Any]:
+    """The method's parameters for this chunk (micro-batch and seed where the method takes them)."""
+    from bam.methods._call import takes
+
+    params = dict(method.params)
+    if chunk.plan.config.micro_batch is not None and takes(method.info, "micro_batch"):
+        params["micro_batch"] = chunk.plan.config.micro_batch
+    if method.info.stochastic and takes(method.info, "seed"):
+        params["seed"] = _stochastic_seed(chunk.plan, key)
+    return params
 
 
-def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any], key: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the method on the chunk and return its payload (cached unless the method raised)."""
-    from bam.methods import attribute_full
+def _compute(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any], key: Mapping[str, Any],
+             unchanged: list[bool] | None) -> Outcome:
+    """Run the method on the chunk under the isolation guard: its records (cached unless it failed)."""
+    from bam.methods._call import call_method, check_model, resolve_params
 
     x, _y, _m = chunk.load()
     view = chunk.view(method.space)
     m = view.masks
     target = torch.tensor(preds["prediction"], dtype=torch.long, device=x.device)
-    params = dict(method.params)
-    if chunk.plan.config.micro_batch is not None:
-        params["micro_batch"] = chunk.plan.config.micro_batch
-    if method.info.stochastic:
-        params["seed"] = _stochastic_seed(chunk.plan, key)
+    params = _call_params(chunk, method, key)
     if x.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(x.device)
-    run = chunk.run
-    run.calls += 1
+    state = chunk.run.unit_state(chunk.unit)
     model = view.model
+    counted = model if method.info.uses_model else None
+    count = PassCount()
+
+    def call(xs: Tensor, ts: Tensor) -> AttributionResult:
+        check_model(method.info, model)
+        fn = state.method_fn(method)
+        with count_passes(counted) as c:  # its hooks are gone again when the guard looks at the model
+            res = call_method(method.name, fn, model, xs, ts, resolve_params(method.info, params))
+        count.forward_rows, count.backward_rows = c.forward_rows, c.backward_rows
+        return res
+
     t0 = time.perf_counter()
     try:
-        with count_passes(model if method.info.uses_model else None) as count:
-            res = attribute_full(method.name, model, view.inputs, target, **params)
+        res = call_guarded(state.guards, method.name, call, view.inputs, target,
+                           private=not method.info.reads_inputs_only)
         g = object_attribution(res.attributions, m)
-    except Exception as exc:  # a failing method (a plug-in above all) is recorded, never fatal
-        msg = _failure(exc)
+    except (Exception, SystemExit) as exc:  # a failing method (a plug-in above all) is recorded, never fatal
+        if isinstance(exc, StateChanged) and exc.inputs_changed:
+            chunk.reload()
+        msg = failure_line(exc)
         log.warning("method %s failed on %s/%s (%d images): %s", method.name, chunk.unit.need.role,
                     chunk.unit.need.input, len(chunk.ids), msg)
-        run.failures.setdefault(method.name, msg)
         n = len(chunk.ids)
-        return {"g": [math.nan] * n, "valid": [False] * n, "extras": {"nonfinite": [0.0] * n}, "seconds": 0.0,
-                "peak_mb": 0.0, "error": msg}
+        failed = {"g": [math.nan] * n, "valid": [False] * n, "extras": {"nonfinite": [0.0] * n}}
+        return _outcome(chunk, method, preds, unchanged, failed, msg)
     assert res.valid is not None
     payload = {"g": g.cpu().tolist(), "valid": res.valid.cpu().tolist(),
                "empty_mask": (m.flatten(1).sum(1) == 0).cpu().tolist(),
                "extras": {k: v.detach().float().cpu().tolist() for k, v in sorted(res.extras.items())},
                "seconds": time.perf_counter() - t0, "peak_mb": peak_memory_mb(x.device),
                "forward_rows": count.forward_rows, "backward_rows": count.backward_rows}
-    run.cache.put("records", dict(key), payload)
-    return payload
+    chunk.run.cache.put("records", dict(key), payload)
+    return _outcome(chunk, method, preds, unchanged, payload)
 
 
-def _run_chunk(chunk: _Chunk) -> None:
+def _outcome(chunk: _Chunk, method: MethodPlan, preds: Mapping[str, Any], unchanged: list[bool] | None,
+             payload: Mapping[str, Any], error: str | None = None) -> Outcome:
+    """The typed records and cost of one method on the chunk from its (computed or cached) payload."""
+    u = chunk.unit
+    fields = {"method": method.name, "method_hash": method.params_hash, "model_role": u.need.role,
+              "model_hash": u.model.sha256[:16], "subset": u.need.subset, "input": u.need.input}
+    batch = batch_from_payload(fields, chunk.ids, preds, payload, unchanged, method.info.version)
+    cost = Cost(method=method.name, role=u.need.role, input=u.need.input, seconds=float(payload.get("seconds", 0.0)),
+                images=0 if error else len(chunk.ids), peak_mb=float(payload.get("peak_mb", 0.0)),
+                forward_rows=int(payload.get("forward_rows", -1)), backward_rows=int(payload.get("backward_rows", -1)))
+    return Outcome(batch=batch, cost=cost, error=error, called=True)
+
+
+def _run_chunk(chunk: _Chunk) -> list[Outcome]:
     """Records of every method of the chunk's unit (from cache or computed)."""
     run = chunk.run
     preds = _predictions(chunk)
     unchanged = chunk.unchanged()
     u = chunk.unit
+    out = []
     for name in u.methods:
         ids = u.ids_for(name, chunk.ids)
         if len(ids) == len(chunk.ids):
-            _run_method(chunk, name, preds, unchanged)
+            out.append(_run_method(chunk, name, preds, unchanged))
         elif ids:  # a method capped to fewer images (method_images): the part of the chunk it needs
             pos = [chunk.ids.index(i) for i in ids]
             part = _Chunk(run, u, ids, chunk.patch)
             part_preds = {k: [v[p] for p in pos] for k, v in preds.items()}
-            _run_method(part, name, part_preds, None if unchanged is None else [unchanged[p] for p in pos])
+            out.append(_run_method(part, name, part_preds, None if unchanged is None else [unchanged[p] for p in pos]))
+    return out
 
 
-def _run_method(chunk: _Chunk, name: str, preds: Mapping[str, Any], unchanged: list[bool] | None) -> None:
+def _run_method(chunk: _Chunk, name: str, preds: Mapping[str, Any], unchanged: list[bool] | None) -> Outcome:
     """Records of one method on the chunk (from cache or computed)."""
-    run, u = chunk.run, chunk.unit
     method = chunk.plan.method(name)
-    key = _key(chunk.plan, u, chunk.ids, method)
-    payload = run.cache.get("records", key)
+    key = _key(chunk.plan, chunk.unit, chunk.ids, method)
+    payload = chunk.run.cache.get("records", key)
     if payload is None:
-        payload = _compute(chunk, method, preds, key)
-    fields = {"method": name, "method_hash": method.params_hash, "model_role": u.need.role,
-              "model_hash": u.model.sha256[:16], "subset": u.need.subset, "input": u.need.input}
-    run.batches.append(batch_from_payload(fields, chunk.ids, preds, payload, unchanged))
-    failed = "error" in payload
-    run.costs.append(Cost(method=name, role=u.need.role, input=u.need.input,
-                          seconds=float(payload.get("seconds", 0.0)), images=0 if failed else len(chunk.ids),
-                          peak_mb=float(payload.get("peak_mb", 0.0)),
-                          forward_rows=int(payload.get("forward_rows", -1)),
-                          backward_rows=int(payload.get("backward_rows", -1))))
+        return _compute(chunk, method, preds, key, unchanged)
+    return dataclasses.replace(_outcome(chunk, method, preds, unchanged, payload), cached=True, called=False)
 
 
 def execute(plan: EvalPlan, cache: RecordCache, ctx: ExecContext,
@@ -271,13 +335,22 @@ def execute(plan: EvalPlan, cache: RecordCache, ctx: ExecContext,
     tasks = [(u, s) for u in plan.units for s in range(0, len(u.image_ids), bs)]
     mine = [t for i, t in enumerate(tasks) if i % ctx.dist.world_size == ctx.dist.rank]
     run = _Run(plan, cache, ctx)
+    outcomes: list[Outcome] = []
     for done, (unit, start) in enumerate(progress_bar(mine, desc="evaluate", enabled=ctx.progress, unit="chunk")):
-        _run_chunk(_Chunk(run, unit, unit.image_ids[start:start + bs], patches.get(unit.model.sha256)))
+        outcomes += _run_chunk(_Chunk(run, unit, unit.image_ids[start:start + bs], patches.get(unit.model.sha256)))
         if on_chunk is not None:
             on_chunk(done + 1, len(mine))
-    return Execution(batches=tuple(run.batches), costs=tuple(run.costs), failures=dict(run.failures),
-                     patches=summaries, method_calls=run.calls,
-                     cache_stats={"hits": cache.hits, "misses": cache.misses, "corrupt": cache.corrupt})
+    run.close_unit()
+    failures: dict[str, str] = {}
+    for o in outcomes:
+        if o.error is not None:
+            failures.setdefault(o.batch.method, o.error)
+    return Execution(batches=tuple(o.batch for o in outcomes), costs=tuple(o.cost for o in outcomes),
+                     failures=failures, patches=summaries, method_calls=sum(o.called for o in outcomes),
+                     cache_stats={"hits": cache.hits, "misses": cache.misses, "corrupt": cache.corrupt,
+                                  "records_from_cache": sum(len(o.batch.image_ids) for o in outcomes if o.cached),
+                                  "records_computed": sum(len(o.batch.image_ids) for o in outcomes if not o.cached)},
+                     isolation={"checks": run.guard_checks, "seconds": round(run.guard_seconds, 4)})
 
 
 def gather(execution: Execution, dist: DistInfo) -> Execution | None:
@@ -290,12 +363,15 @@ def gather(execution: Execution, dist: DistInfo) -> Execution | None:
     failures: dict[str, str] = {}
     patches: dict[str, Mapping[str, Any]] = {}
     stats: dict[str, int] = {}
+    iso: dict[str, float] = {}
     for p in parts:
         for k, v in p.failures.items():
             failures.setdefault(k, v)
         patches.update(p.patches)
         for k, n in p.cache_stats.items():
             stats[k] = stats.get(k, 0) + n
+        for k, amount in p.isolation.items():
+            iso[k] = iso.get(k, 0.0) + float(amount)
     return Execution(batches=tuple(b for p in parts for b in p.batches), costs=tuple(c for p in parts for c in p.costs),
                      failures=failures, patches=patches, method_calls=sum(p.method_calls for p in parts),
-                     cache_stats=stats)
+                     cache_stats=stats, isolation=iso)

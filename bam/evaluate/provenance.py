@@ -54,12 +54,13 @@ def provenance(plan: EvalPlan, execution: Execution, facts: RunFacts) -> dict[st
         "device_name": name,
         "world_size": facts.world_size, "wall_time_s": round(facts.wall_time_s, 3), "threads": thread_settings(),
         "methods": {m.name: {"title": m.info.title, "params": dict(m.params), "params_hash": m.params_hash,
-                             "kind": m.kind, "stochastic": bool(m.info.stochastic)} for m in plan.methods},
+                             "kind": m.kind, "stochastic": bool(m.info.stochastic), "version": m.info.version,
+                             "code_sha256": m.info.code_sha256 or None} for m in plan.methods},
         "metrics": [{"name": m.name, "kind": m.kind, "params": dict(m.params), "images": len(m.image_ids)}
                     for m in plan.metrics],
         "skipped": list(facts.skipped), "failures": dict(execution.failures),
         "iir_patch": {k: dict(v) for k, v in execution.patches.items()}, "method_calls": execution.method_calls,
-        "cache": dict(execution.cache_stats),
+        "cache": dict(execution.cache_stats), "isolation": dict(execution.isolation),
         "cost_columns_note": "images_per_s, passes_per_image (measured model rows per image) and peak_memory_mb "
                              "vary between runs; bam compare ignores them",
     }

@@ -56,6 +56,8 @@ class _Scored:
     params: Mapping[str, Any]
     space: str
     cost: Callable[[Sequence[str]], Mapping[str, float | None]]
+    #: the method's version (results.csv ``method_version``)
+    version: int = 1
 
 
 def _row(plan: EvalPlan, mp: MetricPlan, method: _Scored, v: MetricValue) -> dict[str, Any]:
@@ -73,6 +75,7 @@ def _row(plan: EvalPlan, mp: MetricPlan, method: _Scored, v: MetricValue) -> dic
         "model_pair": "|".join(v.roles),
         "model_hashes": "|".join(roles[r].sha256[:16] for r in v.roles if r in roles),
         "method": method.name, "method_params": json.dumps(dict(method.params), sort_keys=True, default=str),
+        "method_version": method.version,
         "metric": v.metric, "metric_params": json.dumps(dict(mp.params), sort_keys=True, default=str),
         "k": "" if v.k is None else int(v.k), "space": method.space, "value": _num(v.value),
         "ci_low": _num(lo), "ci_high": _num(hi), "n_used": v.n_used, "n_excluded": v.n_excluded,
@@ -118,7 +121,8 @@ def summarise(plan: EvalPlan, records: pd.DataFrame, costs: Sequence[Cost],
         for method in (m for m in plan.methods if m.kind == mp.kind):
             value = fn(records_for(records, method.name, mp.ids_for(method.name)), **dict(mp.params))
             values[(idx, method.name)] = value
-            who = _Scored(method.name, method.params, method.space, _attribution_cost(costs, method.name))
+            who = _Scored(method.name, method.params, method.space, _attribution_cost(costs, method.name),
+                          method.info.version)
             rows.extend({**_row(plan, mp, who, v), "_idx": idx} for v in (*value.curve, value))
     idx = len(plan.metrics)
     for run in concepts:

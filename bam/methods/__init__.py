@@ -25,7 +25,15 @@ from bam.methods import integrated_gradients as _ig  # noqa: F401
 from bam.methods import invertible as _invertible  # noqa: F401
 from bam.methods import smoothgrad as _smoothgrad  # noqa: F401
 from bam.methods._base import METHODS, AttributionResult, MethodInfo, register_method
-from bam.methods._call import attribute, attribute_full, get_info, list_methods, resolve_method, resolve_params
+from bam.methods._call import (
+    attribute,
+    attribute_full,
+    call_method,
+    get_info,
+    list_methods,
+    resolve_method,
+    resolve_params,
+)
 from bam.methods._space import AttributionSpace, SpaceView, baseline_image, method_space, to_space
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "attribute",
     "attribute_full",
     "baseline_image",
+    "call_method",
     "get_info",
     "list_methods",
     "method_space",

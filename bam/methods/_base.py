@@ -52,9 +52,28 @@ class MethodInfo:
     #: validates resolved params (one-line BamError), called before any work is done
     check: Callable[[Mapping[str, Any]], None] = _no_check
     description: str = ""
+    #: the version of the method's computation: a change of a built-in's outputs must bump it (it keys
+    #: the record cache and is the ``method_version`` column of results.csv and records.csv)
+    version: int = 1
+    #: plug-ins: sha256 of the callable's code and its module's source (keys the record cache); "" for built-ins
+    code_sha256: str = ""
+    #: plug-ins: the keyword parameters the callable takes (from its signature); None: any (``**kwargs``,
+    #: and built-ins, whose ``defaults`` list them)
+    accepts: frozenset[str] | None = None
+    #: True when the method never writes into its ``inputs``/``target`` tensors (every built-in); other
+    #: methods get a private copy of the batch from the evaluation
+    reads_inputs_only: bool = True
+    #: per-model state (like captum's ``Attribution(forward_func)``): ``prepare(model)`` returns the method bound
+    #: to that model, called like the function (``fn(model, inputs, target, **params)``) and free to keep what it
+    #: computed for the model (DeepLIFT's reference activations, the ReLU audit). Whoever calls it owns it: the
+    #: evaluation prepares once per unit of work (the model unchanged throughout), a plain call once per call.
+    #: None: the function itself is called.
+    prepare: Callable[[torch.nn.Module], MethodFn] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise ValueError(f"method {self.name}: version={self.version!r}; accepted: an integer >= 1")
         bad = set(self.requires) - set(CAPABILITIES)
         if bad:
             raise ValueError(f"method {self.name}: unknown capability {sorted(bad)}; accepted: {CAPABILITIES}")

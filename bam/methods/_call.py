@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
@@ -13,6 +11,7 @@ from torch import Tensor
 
 from bam.errors import BamError
 from bam.methods._base import METHODS, AttributionResult, MethodFn, MethodInfo
+from bam.methods._plugin import load_plugin, plugin_info
 
 ENTRY_POINT_GROUP = "bam.methods"
 _loaded_entry_points = False
@@ -27,46 +26,13 @@ def _load_entry_points() -> None:
         if ep.name in METHODS:
             continue
         fn = ep.load()
-        METHODS.add(ep.name, fn, _plugin_info(ep.name, fn))
-
-
-def _plugin_info(name: str, fn: Any) -> MethodInfo:
-    info = getattr(fn, "bam_info", None)
-    if isinstance(info, MethodInfo):
-        return info
-    if not callable(fn):
-        raise BamError(f"plug-in method {name!r} is not callable")
-    sig = inspect.signature(fn)
-    defaults = {k: p.default for k, p in sig.parameters.items()
-                if p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
-    doc = (inspect.getdoc(fn) or "").splitlines()
-    return MethodInfo(name=name, title=doc[0] if doc else name, paper="(user plug-in)", family="plugin",
-                      defaults=defaults, description=" ".join(doc))
-
-
-def _load_plugin(spec: str) -> tuple[MethodFn, MethodInfo]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise BamError(f"bad plug-in method {spec!r}; expected package.module:callable")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BamError(f"cannot import plug-in module {module_name!r} for method {spec!r}: {exc}") from None
-    fn: Any = module
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise BamError(f"plug-in module {module_name!r} has no attribute {part!r} (method {spec!r})")
-        fn = getattr(fn, part)
-    info = _plugin_info(spec, fn)
-    if info.name != spec:  # a decorated plug-in keeps its metadata but is addressed by its spec
-        info = MethodInfo(**{**{f: getattr(info, f) for f in info.__dataclass_fields__}, "name": spec})
-    return fn, info
+        METHODS.add(ep.name, fn, plugin_info(ep.name, fn))
 
 
 def resolve_method(name: str) -> tuple[MethodFn, MethodInfo]:
     """Find a method by registry name, entry point, or ``package.module:callable``."""
     if ":" in name and name not in METHODS:
-        return _load_plugin(name)
+        return load_plugin(name)
     if name not in METHODS:
         _load_entry_points()
     fn = METHODS.get(name)
@@ -84,15 +50,58 @@ def get_info(name: str) -> MethodInfo:
 
 
 def resolve_params(info: MethodInfo, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overridden by ``params``, validated by ``info.check``; unknown names raise
-    (plug-ins accept anything)."""
-    unknown = set(params) - set(info.defaults) - {"micro_batch", "seed"}
-    if unknown and info.family != "plugin":
-        raise BamError(f"unknown parameter(s) {', '.join(sorted(unknown))} for method {info.name!r}; "
-                       f"accepted: {', '.join(sorted(info.defaults)) or '(none)'}, micro_batch, seed")
+    """Defaults overridden by ``params``, validated by ``info.check``; unknown names raise (a plug-in
+    accepts the keyword parameters of its signature, anything with ``**kwargs``)."""
+    if info.accepts is not None:
+        unknown = set(params) - set(info.accepts)
+        accepted = ", ".join(sorted(info.accepts)) or "(none)"
+        if unknown:
+            raise BamError(f"unknown parameter(s) {', '.join(sorted(unknown))} for plug-in method {info.name!r}; "
+                           f"accepted (from its signature): {accepted}")
+    elif info.family != "plugin":
+        unknown = set(params) - set(info.defaults) - {"micro_batch", "seed"}
+        if unknown:
+            raise BamError(f"unknown parameter(s) {', '.join(sorted(unknown))} for method {info.name!r}; "
+                           f"accepted: {', '.join(sorted(info.defaults)) or '(none)'}, micro_batch, seed")
     resolved = {**info.defaults, **params}
     info.check({k: v for k, v in resolved.items() if k not in ("micro_batch", "seed")})
     return resolved
+
+
+def takes(info: MethodInfo, param: str) -> bool:
+    """Whether the method takes keyword parameter ``param`` (``micro_batch``, ``seed``): every built-in does."""
+    return info.accepts is None or param in info.accepts
+
+
+def _describe(value: Any) -> str:
+    """What a method returned, in a few words."""
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)} on {value.device}"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"a {type(value).__module__}.{type(value).__name__} of shape {tuple(shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def check_result(name: str, out: Any, inputs: Tensor) -> AttributionResult:
+    """The method's return value as an AttributionResult, or one BamError naming the method, what it
+    returned and what is accepted (a floating tensor of the input's shape on its device)."""
+    attr = out.attributions if isinstance(out, AttributionResult) else out
+    ok = (isinstance(attr, Tensor) and attr.is_floating_point() and tuple(attr.shape) == tuple(inputs.shape)
+          and attr.device == inputs.device)
+    if not ok:
+        raise BamError(f"method {name!r} returned {_describe(attr)}; accepted: a floating tensor of the input's shape "
+                       f"{tuple(inputs.shape)} on {inputs.device} (or an AttributionResult holding one)")
+    n = inputs.shape[0]
+    result = out if isinstance(out, AttributionResult) else AttributionResult(attr)
+    parts = {"valid": result.valid, **{f"extras[{k!r}]": v for k, v in result.extras.items()}}
+    for what, t in parts.items():
+        if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != n or t.device != inputs.device or t.is_complex():
+            raise BamError(f"method {name!r} returned {what} as {_describe(t)}; accepted: a real tensor of "
+                           f"shape ({n},) on {inputs.device}")
+    return result
 
 
 def check_model(info: MethodInfo, model: torch.nn.Module | None) -> None:
@@ -127,21 +136,26 @@ def attribute_full(name: str, model: torch.nn.Module | None, inputs: Tensor, tar
     if target.shape[0] != inputs.shape[0]:
         raise BamError(f"target has {target.shape[0]} entries for {inputs.shape[0]} inputs")
     resolved = resolve_params(info, params)
+    bound = info.prepare(model) if info.prepare is not None and model is not None else fn
+    return call_method(name, bound, model, inputs, target, resolved)
+
+
+def call_method(name: str, fn: MethodFn, model: torch.nn.Module | None, inputs: Tensor, target: Tensor,
+                params: Mapping[str, Any]) -> AttributionResult:
+    """Call method ``fn`` (the registered function, or the one its ``prepare`` bound to ``model``) with resolved
+    ``params`` in ``model.eval()`` (the previous mode restored); its return value checked (:func:`check_result`),
+    non-finite rows marked invalid."""
     was_training = model.training if model is not None else False
     if model is not None:
         model.eval()
     try:
-        out = fn(model, inputs, target, **resolved)
+        out = fn(model, inputs, target, **params)
     finally:
         if model is not None and was_training:
             model.train()
-    result = out if isinstance(out, AttributionResult) else AttributionResult(out)
-    attr = result.attributions
-    if not isinstance(attr, Tensor) or tuple(attr.shape) != tuple(inputs.shape):
-        raise BamError(f"method {name!r} returned shape {tuple(getattr(attr, 'shape', ()))}, "
-                       f"expected the input shape {tuple(inputs.shape)}")
-    result.attributions = attr.detach()
-    finite = torch.isfinite(result.attributions.flatten(1)).all(1)
+    result = check_result(name, out, inputs)
+    attr = result.attributions = result.attributions.detach()
+    finite = torch.isfinite(attr.flatten(1)).all(1)
     result.extras.setdefault("nonfinite", (~finite).to(torch.float32))
     valid = result.valid if result.valid is not None else torch.ones_like(finite)
     result.valid = valid.to(attr.device) & finite

@@ -6,11 +6,12 @@ module per call site (SPEC §5; a reused module is how torchvision ResNets defea
 ``DeepLift``, which stores one reference activation per module). This module runs one forward on
 one input row (once per model and module tree: the result is cached) and counts both kinds of
 call, so methods can refuse such models with a clear error instead of returning wrong numbers.
+A :class:`ReluAuditor` remembers its last audit (the state a method prepared for one model keeps one,
+so the forward runs once per model and input shape, not per call); nothing module-level remembers models.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -50,26 +51,35 @@ class ReluAudit:
         return sorted(name for name, n in self.module_calls.items() if n > 1)
 
 
-#: model -> (structure key, audit). The audit is a property of the model's code and modules, so it is
-#: reused while the module tree and the input shape stay the same (one forward per model, not per call).
-_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[object, ...], ReluAudit]] = (
-    weakref.WeakKeyDictionary())
-
-
 def module_tree_key(model: torch.nn.Module) -> tuple[object, ...]:
     """Identity of the module tree: each module's id, type and train/eval mode (for per-model caches)."""
     return tuple((id(m), type(m), m.training) for m in model.modules())
 
 
+class ReluAuditor:
+    """Audits models, keeping the last audit: reused while the model, its module tree and the input shape
+    stay the same (the audit is a property of the model's code and modules)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple[object, ...], ReluAudit] | None = None
+
+    def audit(self, model: torch.nn.Module, inputs: Tensor) -> ReluAudit:
+        """Count the ReLU calls of one forward of ``model`` (or return the last audit, if still valid)."""
+        key = (id(model), module_tree_key(model), tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        audit = _run_audit(model, inputs)
+        self._last = (key, audit)
+        return audit
+
+    def require(self, model: torch.nn.Module, inputs: Tensor, method: str, once: bool) -> None:
+        """:func:`require_relu_modules` with this auditor's audit."""
+        _require(self.audit(model, inputs), type(model).__name__, method, once)
+
+
 def audit_relus(model: torch.nn.Module, inputs: Tensor) -> ReluAudit:
-    """Count the ReLU calls of one forward of ``model`` (cached per model and module tree)."""
-    key = (module_tree_key(model), tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
-    hit = _CACHE.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    audit = _run_audit(model, inputs)
-    _CACHE[model] = (key, audit)
-    return audit
+    """Count the ReLU calls of one forward of ``model``."""
+    return _run_audit(model, inputs)
 
 
 def _run_audit(model: torch.nn.Module, inputs: Tensor) -> ReluAudit:
@@ -98,8 +108,11 @@ def _run_audit(model: torch.nn.Module, inputs: Tensor) -> ReluAudit:
 
 def require_relu_modules(model: torch.nn.Module, inputs: Tensor, method: str, once: bool) -> None:
     """Raise a BamError unless every ReLU of ``model`` is an ``nn.ReLU`` module (used once if ``once``)."""
-    audit = audit_relus(model, inputs)
-    name = type(model).__name__
+    _require(audit_relus(model, inputs), type(model).__name__, method, once)
+
+
+def _require(audit: ReluAudit, name: str, method: str, once: bool) -> None:
+    """The BamError of :func:`require_relu_modules` for ``audit`` of a model of class ``name``."""
     if audit.functional_calls:
         raise BamError(f"method {method!r} cannot run on {name}: it applies {audit.functional_calls} functional "
                        f"ReLU(s) (F.relu/torch.relu); accepted: models whose ReLUs are nn.ReLU modules")

@@ -21,7 +21,6 @@ the pixel-unit epsilon grid keep their meaning, and attribute in model space.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -131,13 +130,9 @@ class ModelSpaceModel(nn.Module):
         return self._pixels[0]
 
 
-#: wrapper -> its model-space view (shares the wrapper's parameters; per-model method caches such as
-#: DeepLIFT's baseline and the ReLU audit then survive across chunks).
-_VIEWS: weakref.WeakKeyDictionary[nn.Module, ModelSpaceModel] = weakref.WeakKeyDictionary()
-
-
 def model_space(model: nn.Module) -> ModelSpaceModel:
-    """The model-space view of ``model`` (cached per model; its train/eval flag follows the model's)."""
+    """A model-space view of ``model`` (a new one: it shares the model's parameters; whoever keeps it, e.g. the
+    evaluation for one unit of work, owns it; its train/eval flag follows the model's)."""
     if isinstance(model, ModelSpaceModel):
         return model
     missing = [a for a in ("preprocess", "net", "mean", "std", "input_size") if not hasattr(model, a)]
@@ -145,11 +140,7 @@ def model_space(model: nn.Module) -> ModelSpaceModel:
         raise BamError(f"model {type(model).__name__} has no {missing[0]} (no input preprocessing to attribute "
                        "after); accepted in space 'model': bam models that resize and normalise inside "
                        "(bam.models.create_model), or space 'pixel'")
-    src = cast(Any, model)
-    view = _VIEWS.get(model)
-    if view is None or view.net is not src.net or view.input_size != int(src.input_size):
-        view = ModelSpaceModel(model)
-        _VIEWS[model] = view
+    view = ModelSpaceModel(model)
     view.training = model.training  # the flag of the view itself; its modules are the model's
     return view
 
@@ -181,19 +172,20 @@ def resize_masks(masks: Tensor, size: int | tuple[int, int], mode: str = "biline
 
 
 def to_space(model: nn.Module, images: Tensor, masks: Tensor, space: str = "pixel",
-             mask_mode: str = "bilinear") -> SpaceView:
+             mask_mode: str = "bilinear", view: ModelSpaceModel | None = None) -> SpaceView:
     """What methods are called with in ``space``: (model, inputs, masks at the inputs' resolution).
 
     ``images``: [N, 3, H, W] pixels in [0, 1]; ``masks``: [N, 1, H, W] (or [N, H, W]) object masks at
     the images' resolution. ``pixel``: everything unchanged (masks binarised). ``model``: the
     :class:`ModelSpaceModel` of ``model``, ``model.preprocess(images)`` and the masks resized to the
-    network input with ``mask_mode``. A model without ``preprocess`` raises in ``model`` space.
+    network input with ``mask_mode`` (``view``: the caller's model-space view of ``model`` to use, else a new
+    one). A model without ``preprocess`` raises in ``model`` space.
     """
     AttributionSpace(space, mask_mode)
     if space == "pixel":
         size = (int(images.shape[-2]), int(images.shape[-1]))
         return SpaceView(model, images, resize_masks(masks, size, mask_mode), space, mask_mode)
-    view = model_space(model)
+    view = model_space(model) if view is None else view
     with torch.no_grad():
         inputs = cast(Any, model).preprocess(images)
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))

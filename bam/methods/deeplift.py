@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -46,7 +45,7 @@ from torch.nn.modules.utils import _pair
 from bam.errors import BamError
 from bam.methods._base import AttributionResult, MethodInfo, register_method
 from bam.methods._batching import chunks, resolve_micro_batch
-from bam.methods._relu_audit import module_tree_key, require_relu_modules
+from bam.methods._relu_audit import ReluAuditor, module_tree_key
 from bam.methods._space import baseline_image
 
 SHRIKUMAR2017 = ("Shrikumar, Greenside, Kundaje. Learning Important Features Through Propagating Activation "
@@ -296,39 +295,10 @@ def deeplift_attributions(model: nn.Module, tape: _Tape, inputs: Tensor, baselin
     return attr.detach(), gap
 
 
-#: model -> (key, recorded tape): the baseline's activations depend only on the model's modules and
-#: tensors, its mode and the baseline, so repeated calls (an evaluation runs one per chunk) reuse them.
-_REFERENCES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[object, ...], _Tape]] = weakref.WeakKeyDictionary()
-
-
-_RAMPS: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-
-
-def _ramp(n: int, like: Tensor) -> Tensor:
-    """Weights 1..7919 cycling over positions, cached per device and dtype (grown as needed)."""
-    key = (like.device, like.dtype)
-    ramp = _RAMPS.get(key)
-    if ramp is None or ramp.numel() < n:
-        ramp = torch.arange(1, max(n, 1 << 16) + 1, device=like.device).remainder_(7919).add_(1).to(like.dtype)
-        _RAMPS[key] = ramp
-    return ramp[:n]
-
-
-def _fingerprint(tensors: list[Tensor]) -> tuple[float, ...]:
-    """Position-weighted sum of each tensor: changes with any edit of its values, ``.data`` edits and
-    permutations included (which the version counter misses); one pass over the weights, far less
-    than the baseline forward it saves."""
-    sums = [torch.dot(flat, _ramp(flat.numel(), flat)) if flat.is_floating_point() else flat.sum()
-            for flat in (t.detach().reshape(-1) for t in tensors)]
-    return tuple(torch.stack([v.double() for v in sums]).tolist()) if sums else ()
-
-
 def _reference_key(model: nn.Module, baseline: float, like: Tensor) -> tuple[object, ...]:
-    """Everything the recorded baseline activations depend on (``like``: an input row)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    ids = tuple((id(t), t.data_ptr(), t.dtype, tuple(t.shape)) for t in tensors)
-    return (float(baseline), tuple(like.shape[1:]), like.dtype, like.device, module_tree_key(model), ids,
-            _fingerprint(tensors))
+    """What the recorded baseline activations depend on besides the model's values, which stay the same while a
+    prepared :class:`DeepLift` is used (``like``: an input row)."""
+    return (id(model), float(baseline), tuple(like.shape[1:]), like.dtype, like.device, module_tree_key(model))
 
 
 def _passes(params: Mapping[str, Any]) -> int:
@@ -342,32 +312,49 @@ def check_baseline(baseline: Any) -> None:
         raise BamError(f"baseline={baseline!r} is invalid; accepted: a pixel value (0 = black image)")
 
 
+class DeepLift:
+    """DeepLIFT bound to one model (``MethodInfo.prepare``): keeps the ReLU audit and the baseline's recorded
+    activations for that model, so that calls on further batches skip the audit and the baseline forward.
+    Valid while the model's values stay the same (the evaluation guarantees it for one unit of work)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._audit = ReluAuditor()
+        self._tape: tuple[tuple[object, ...], _Tape] | None = None
+
+    def __call__(self, model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: float = 0.0,
+                 micro_batch: int = 0) -> AttributionResult:
+        """DeepLIFT-Rescale attributions of the target logit against a constant baseline image."""
+        check_baseline(baseline)
+        self._audit.require(model, inputs, "deeplift", once=True)
+        mb = resolve_micro_batch(model, inputs, micro_batch)
+        attr = torch.empty_like(inputs)
+        delta = torch.empty(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
+        base = baseline_image(model, inputs[:1], float(baseline))
+        key = _reference_key(model, baseline, inputs)
+        known = self._tape[1] if self._tape is not None and self._tape[0] == key else None
+        try:
+            with deeplift_rules(model, known) as tape:
+                if tape.recording:
+                    tape.record_baseline(model, base)
+                    self._tape = (key, tape)
+                for sl in chunks(inputs.shape[0], mb):
+                    attr[sl], delta[sl] = deeplift_attributions(model, tape, inputs[sl], base, target[sl])
+        except RuntimeError as exc:
+            if "modified by an inplace operation" not in str(exc):
+                raise
+            raise BamError(f"method 'deeplift' cannot run on {type(model).__name__}: it modifies an activation in "
+                           f"place; accepted: models without in-place ops on activations") from None
+        return AttributionResult(attr, extras={"deeplift_delta": delta})
+
+
 @register_method(MethodInfo(
     name="deeplift", title="DeepLIFT (Rescale)", paper=SHRIKUMAR2017, family="gradient",
-    defaults={"baseline": 0.0}, passes=_passes, check=lambda p: check_baseline(p["baseline"]),
+    defaults={"baseline": 0.0}, passes=_passes, check=lambda p: check_baseline(p["baseline"]), prepare=DeepLift,
     description="DeepLIFT Rescale rule (exact max-pool rule), black baseline; refuses reused or functional ReLUs.",
 ))
 def deeplift(model: nn.Module, inputs: Tensor, target: Tensor, *, baseline: float = 0.0,
              micro_batch: int = 0) -> AttributionResult:
-    """DeepLIFT-Rescale attributions of the target logit against a constant baseline image."""
-    check_baseline(baseline)
-    require_relu_modules(model, inputs, "deeplift", once=True)
-    mb = resolve_micro_batch(model, inputs, micro_batch)
-    attr = torch.empty_like(inputs)
-    delta = torch.empty(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
-    base = baseline_image(model, inputs[:1], float(baseline))
-    key = _reference_key(model, baseline, inputs)
-    cached = _REFERENCES.get(model)
-    try:
-        with deeplift_rules(model, cached[1] if cached is not None and cached[0] == key else None) as tape:
-            if tape.recording:
-                tape.record_baseline(model, base)
-                _REFERENCES[model] = (key, tape)
-            for sl in chunks(inputs.shape[0], mb):
-                attr[sl], delta[sl] = deeplift_attributions(model, tape, inputs[sl], base, target[sl])
-    except RuntimeError as exc:
-        if "modified by an inplace operation" not in str(exc):
-            raise
-        raise BamError(f"method 'deeplift' cannot run on {type(model).__name__}: it modifies an activation in "
-                       f"place; accepted: models without in-place ops on activations") from None
-    return AttributionResult(attr, extras={"deeplift_delta": delta})
+    """DeepLIFT-Rescale attributions of the target logit against a constant baseline image (prepared for
+    ``model`` for this call only: :class:`DeepLift` keeps the per-model state across calls)."""
+    return DeepLift(model)(model, inputs, target, baseline=baseline, micro_batch=micro_batch)

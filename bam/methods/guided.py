@@ -22,7 +22,7 @@ from torch import Tensor
 from bam.methods._base import MethodInfo, register_method
 from bam.methods._batching import resolve_micro_batch
 from bam.methods._grad import target_logit_grad
-from bam.methods._relu_audit import require_relu_modules
+from bam.methods._relu_audit import ReluAuditor
 
 SPRINGENBERG = ("Springenberg, Dosovitskiy, Brox, Riedmiller. Striving for Simplicity: The All Convolutional Net. "
                 "ICLR workshop 2015")
@@ -71,18 +71,34 @@ def guided_relus(model: torch.nn.Module) -> Iterator[None]:
             h.remove()
 
 
-def guided_backprop_grads(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_batch: int) -> Tensor:
-    """Guided-backprop gradients of the target logit (checks the model has no functional ReLU)."""
-    require_relu_modules(model, inputs, "guided_backprop", once=False)
+def guided_backprop_grads(model: torch.nn.Module, inputs: Tensor, target: Tensor, micro_batch: int,
+                          auditor: ReluAuditor | None = None) -> Tensor:
+    """Guided-backprop gradients of the target logit (checks the model has no functional ReLU, with ``auditor``'s
+    audit when given: the state prepared for the model)."""
+    (auditor or ReluAuditor()).require(model, inputs, "guided_backprop", once=False)
     with guided_relus(model):
         grads, _ = target_logit_grad(model, inputs, target, micro_batch)
     return grads
 
 
+class GuidedBackprop:
+    """Guided backpropagation bound to one model (``MethodInfo.prepare``): the ReLU audit runs once."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.auditor = ReluAuditor()
+
+    def __call__(self, model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
+        """Guided backpropagation of the target logit, one forward+backward per image."""
+        mb = resolve_micro_batch(model, inputs, micro_batch)
+        return guided_backprop_grads(model, inputs, target, mb, self.auditor)
+
+
 @register_method(MethodInfo(
     name="guided_backprop", title="Guided backpropagation", paper=SPRINGENBERG, family="guided",
+    prepare=GuidedBackprop,
     description="Gradient where each ReLU passes back only positive gradients where its input was positive.",
 ))
 def guided_backprop(model: torch.nn.Module, inputs: Tensor, target: Tensor, *, micro_batch: int = 0) -> Tensor:
     """Guided backpropagation of the target logit, one forward+backward per image."""
-    return guided_backprop_grads(model, inputs, target, resolve_micro_batch(model, inputs, micro_batch))
+    return GuidedBackprop(model)(model, inputs, target, micro_batch=micro_batch)

@@ -201,3 +201,9 @@ def raising_plugin(model: Any, inputs: Tensor, target: Tensor) -> Tensor:
     """Plug-in method for CLI tests: raises an ordinary exception on every call."""
     CALLS["raising_plugin"] += 1
     raise RuntimeError("plug-in exploded")
+
+
+def exiting_plugin(model: Any, inputs: Tensor, target: Tensor) -> Tensor:
+    """Plug-in method for CLI tests: ends the process with exit status 0 (must be a method failure)."""
+    CALLS["exiting_plugin"] += 1
+    raise SystemExit(0)

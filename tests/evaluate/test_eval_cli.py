@@ -113,6 +113,66 @@ def test_cli_failing_plugin_one_line_exit_1_and_complete_outputs(tiny: tuple[Pat
     assert json.loads((out / "provenance.json").read_text())["failures"]["evalfakes:raising_plugin"]
 
 
+@pytest.mark.parametrize("plugin", ["evalfakes:exiting_plugin"])
+def test_cli_sys_exit_in_a_plugin_is_a_failed_method(tiny: tuple[Path, Path], tmp_path: Path, plugin: str) -> None:
+    data, models = tiny
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["-q", "evaluate", "--data", str(data), "--models", str(models), "--method", plugin,
+                                   "--method", "gradient", "--metric", "mcs", "--config", "ci", "--device", "cpu",
+                                   "--out", str(out)])
+    assert res.exit_code == 1, res.output  # as for any method that failed on every image
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and plugin in errors[0] and "sys.exit(0)" in errors[0], res.stderr
+    table = pd.read_csv(out / "results.csv")
+    assert table.loc[table["method"] == "gradient", "value"].notna().all()
+    assert (out / "outputs.json").is_file() and (out / "records.csv").is_file()
+
+
+def _plugin_source(gain: float) -> str:
+    return ("def attr(model, inputs, target):\n"
+            f"    return inputs ** {gain!r}\n")
+
+
+def test_cli_rerun_after_editing_a_plugin_recomputes(tiny: tuple[Path, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edit a plug-in between two runs into the same --out: new records; then a different module of the same
+    name found first on sys.path: new records again; an unchanged re-run reads them all from the cache."""
+    import importlib
+    import sys
+
+    data, models = tiny
+    out, first, second = tmp_path / "out", tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.syspath_prepend(str(first))
+    name = "bam_i23_edit_plugin"
+    args = ["-q", "evaluate", "--data", str(data), "--models", str(models), "--method", f"{name}:attr",
+            "--metric", "mcs", "--limit", "6", "--config", "ci", "--device", "cpu", "--out", str(out)]
+
+    def run(gain: float, where: Path) -> tuple[str, str]:
+        (where / f"{name}.py").write_text(_plugin_source(gain))
+        sys.modules.pop(name, None)
+        importlib.invalidate_caches()
+        res = invoke(*args)
+        assert res.exit_code == 0, res.output
+        prov = json.loads((out / "provenance.json").read_text())
+        assert prov["cache"]["records_from_cache"] == 0 and "12 records, 0 from the cache" in res.output
+        recs = pd.read_csv(out / "records.csv")
+        return recs["g"].round(9).astype(str).str.cat(sep=","), str(prov["methods"][f"{name}:attr"]["code_sha256"])
+
+    g1, h1 = run(1.0, first)
+    assert "0 from the cache" not in invoke(*args).output  # unchanged: read back
+    g2, h2 = run(3.0, first)  # edited: another map, another g
+    assert h2 != h1 and g2 != g1
+    monkeypatch.syspath_prepend(str(second))
+    g3, h3 = run(2.0, second)  # a different module of the same name, found first on the path
+    assert h3 not in (h1, h2) and g3 not in (g1, g2)
+    (second / f"{name}.py").unlink()  # gone again: the first module (power 3) is found, and read from the cache
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    assert f"{6 * 2} records, {6 * 2} from the cache" in invoke(*args).output
+
+
 def test_cli_tcav_rows_land_in_results_and_report(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     data, models = tiny
     out = tmp_path / "out"

@@ -75,7 +75,7 @@ PLUGIN = "test_eval_pipeline:"
 @pytest.mark.parametrize("name, needle", [
     ("raises_runtime", "RuntimeError: boom from a plug-in"),
     ("raises_type", "TypeError"),
-    ("wrong_shape", "returned shape"),
+    ("wrong_shape", "returned a float32 tensor of shape"),
 ])
 def test_failing_plugin_is_recorded_and_never_crashes(data: FakeData, tmp_path: Path, name: str,
                                                       needle: str) -> None:

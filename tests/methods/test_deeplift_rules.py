@@ -99,20 +99,28 @@ def test_maxpool_variants_without_a_rule_are_refused(pool):
         attribute("deeplift", _PoolNet(pool).eval(), torch.rand(2, 3, 8, 8), 0)
 
 
-def test_baseline_activations_are_reused_until_the_weights_change():
+def test_prepared_deeplift_reuses_the_baseline_and_nothing_global_remembers_models():
+    """The state prepared for a model (MethodInfo.prepare) keeps the audit and the baseline's activations across
+    calls; a plain call prepares afresh, so a weight edit between plain calls is always seen."""
+    from bam.methods import get_info
+    from bam.methods._call import call_method
+
     torch.manual_seed(0)
     net = _PoolNet(nn.MaxPool2d(2)).eval()
     rows: list[int] = []
     net.conv.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
     x, t = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
     first = attribute("deeplift", net, x, t)
-    again = attribute("deeplift", net, x, t)
-    assert torch.equal(first, again)
-    assert rows.count(1) == 2  # the audit's one-row forward + one baseline pass, not one per call
+    assert rows.count(1) == 2  # the audit's one-row forward + one baseline pass
+    prepared = get_info("deeplift").prepare(net)
+    for _ in range(3):
+        res = call_method("deeplift", prepared, net, x, t, {"baseline": 0.0})
+        assert torch.equal(res.attributions, first)
+    assert rows.count(1) == 4  # prepared once: one audit and one baseline for three calls
     with torch.no_grad():
         net.conv.weight.data.copy_(net.conv.weight.data.flip(0))  # a .data edit: no version bump
     edited = attribute("deeplift", net, x, t)
-    assert rows.count(1) == 3  # the baseline ran again
+    assert rows.count(1) == 6  # a plain call prepares afresh: audit and baseline again
     fresh = _PoolNet(nn.MaxPool2d(2)).eval()
     fresh.load_state_dict(net.state_dict())
     torch.testing.assert_close(edited, attribute("deeplift", fresh, x, t))

@@ -385,3 +385,27 @@ def test_deeplift_complete_on_resnet18():
     gap = _logit(net, x, t) - _logit(net, torch.zeros_like(x), t)
     torch.testing.assert_close(res.attributions.flatten(1).sum(1), gap, atol=1e-4, rtol=0)
     assert res.extras["deeplift_delta"].abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("grad_on", [True, False])
+def test_gradcam_leaves_the_gradient_mode_as_it_found_it(conv_net, images, targets, grad_on):
+    """GradCAM records the part after its layer by switching gradients on there; it restores the caller's mode
+    itself, also when the forward raises after the layer."""
+    from bam.methods.gradcam import gradcam_maps
+
+    reference = _gradcam_reference(conv_net, images, targets)
+    with torch.set_grad_enabled(grad_on):
+        maps = gradcam_maps(conv_net, images, targets, micro_batch=2)
+        assert torch.is_grad_enabled() is grad_on
+        torch.testing.assert_close(maps.expand_as(images), reference)
+
+        def boom(module, args, output):
+            raise RuntimeError("after the layer")
+
+        handle = conv_net.gradcam_layer.register_forward_hook(boom)
+        try:
+            with pytest.raises(RuntimeError, match="after the layer"):
+                gradcam_maps(conv_net, images, targets, micro_batch=2)
+        finally:
+            handle.remove()
+        assert torch.is_grad_enabled() is grad_on

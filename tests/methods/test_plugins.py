@@ -32,6 +32,12 @@ def half_nan(model, inputs, target):
     out[0] = float("nan")
     return out
 
+def anything(model, inputs, target, **params):
+    return inputs * params.get("gain", 1.0)
+
+def as_numpy(model, inputs, target):
+    return inputs.numpy()
+
 def described(model, inputs, target, *, k=1):
     return inputs * k
 
@@ -68,7 +74,7 @@ def test_plugin_with_bam_info_keeps_defaults(plugin_module, linear_net):
 
 
 def test_plugin_wrong_shape_raises(plugin_module, linear_net):
-    with pytest.raises(BamError, match="returned shape"):
+    with pytest.raises(BamError, match="returned a float32 tensor of shape"):
         attribute(f"{plugin_module}:wrong_shape", linear_net, torch.rand(2, 3, 4, 4), 0)
 
 
@@ -105,3 +111,35 @@ def test_example_occlusion_plugin(monkeypatch, linear_net, targets):
     torch.testing.assert_close(got[:, 2, 1, 1], drop)
     big = attribute("my_method:occlusion", linear_net, x, targets, patch=2, stride=2, fill=0.5, micro_batch=1000)
     torch.testing.assert_close(got, big)
+
+
+def test_plugin_parameters_come_from_its_signature(plugin_module, linear_net):
+    x = torch.rand(2, 3, 4, 4)
+    with pytest.raises(BamError, match=r"unknown parameter\(s\) powr for plug-in method .*grad_sign'; accepted "
+                                       r"\(from its signature\): micro_batch, scale"):
+        attribute(f"{plugin_module}:grad_sign", linear_net, x, 0, powr=2)
+    torch.testing.assert_close(attribute(f"{plugin_module}:anything", linear_net, x, 0, gain=3.0), 3 * x)  # **params
+    assert get_info(f"{plugin_module}:anything").accepts is None
+    assert get_info(f"{plugin_module}:grad_sign").accepts == {"scale", "micro_batch"}
+
+
+def test_plugin_identity_is_its_code_and_module_source(plugin_module, tmp_path):
+    from bam.methods._plugin import code_sha256
+
+    a, b = get_info(f"{plugin_module}:grad_sign"), get_info(f"{plugin_module}:half_nan")
+    assert a.code_sha256 != b.code_sha256 and len(a.code_sha256) == 64 and not a.reads_inputs_only
+    assert get_info("gradient").code_sha256 == "" and get_info("gradient").reads_inputs_only
+
+    def f(model, inputs, target):
+        return inputs * 2
+
+    def g(model, inputs, target):
+        return inputs * 3
+
+    assert code_sha256(f) != code_sha256(g)  # same module, other constants
+
+
+def test_plugin_numpy_return_is_one_clear_error(plugin_module, linear_net):
+    with pytest.raises(BamError, match=r"returned a numpy.ndarray of shape \(2, 3, 4, 4\); accepted: a floating "
+                                       r"tensor of the input's shape \(2, 3, 4, 4\) on cpu"):
+        attribute(f"{plugin_module}:as_numpy", linear_net, torch.rand(2, 3, 4, 4), 0)

@@ -52,7 +52,9 @@ def test_view_is_the_network_on_the_preprocessed_input() -> None:
     model = create_model("small_resnet", num_classes=3, image_size=IMAGE, input_size=NET, normalization="paper").eval()
     x = pixels()
     view = to_space(model, x, torch.ones(3, 1, IMAGE, IMAGE), "model")
-    assert isinstance(view.model, ModelSpaceModel) and view.model is model_space(model)
+    assert isinstance(view.model, ModelSpaceModel) and view.model.net is model_space(model).net is model.net
+    mine = model_space(model)
+    assert to_space(model, x, torch.ones(3, 1, IMAGE, IMAGE), "model", view=mine).model is mine  # the caller's view
     assert view.inputs.shape == (3, 3, NET, NET) and view.masks.shape == (3, 1, NET, NET)
     with torch.no_grad():
         torch.testing.assert_close(view.model(view.inputs), model(x))
@@ -64,14 +66,14 @@ def test_view_is_the_network_on_the_preprocessed_input() -> None:
     assert same.model is model and same.inputs is x and same.space == "pixel"
 
 
-def test_view_is_cached_and_follows_the_model_mode() -> None:
-    """One view per model (per-model caches such as DeepLIFT's baseline survive chunks); its mode is the
-    model's, and a method call leaves both in the mode they were in."""
+def test_view_follows_the_model_mode_and_is_not_remembered() -> None:
+    """Each call makes a new view (whoever keeps one owns it: nothing module-level remembers models); its mode is
+    the model's, and a method call leaves both in the mode they were in."""
     model = create_model("small_resnet", num_classes=3, image_size=IMAGE, input_size=NET, normalization="paper")
     x, m = pixels(), torch.ones(3, 1, IMAGE, IMAGE)
     model.train()
     view = to_space(model, x, m, "model")
-    assert view.model.training and view.model is to_space(model, x, m, "model").model
+    assert view.model.training and view.model is not to_space(model, x, m, "model").model
     attribute("gradient", view.model, view.inputs, TARGET)
     assert model.training and all(mod.training for mod in model.net.modules())
     model.eval()

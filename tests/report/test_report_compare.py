@@ -180,7 +180,7 @@ def test_k_is_normalised_for_the_join(make_results: Callable[..., Path], tmp_pat
     "mutate, expect",
     [
         (lambda df: df.drop(columns=["direction"]), "lacks column(s) direction"),
-        (lambda df: df.assign(schema_version=3), "unsupported results schema_version 3"),
+        (lambda df: df.assign(schema_version=99), "unsupported results schema_version 99"),
         (lambda df: df.assign(value="high"), "column 'value' row 1 is 'high'"),
         (lambda df: df.assign(direction="up"), "direction 'up'"),
         (lambda df: pd.concat([df, df.iloc[:1]]), "duplicate row for (dataset='tiny'"),
@@ -229,9 +229,21 @@ def test_schema_1_files_are_read_with_defaults(make_results: Callable[..., Path]
     assert read_results(path)["value"].tolist() == df["value"].tolist()
 
 
+def test_schema_2_files_are_read_with_an_unknown_method_version(make_results: Callable[..., Path],
+                                                                 tmp_path: Path) -> None:
+    from bam.schema import V3_DEFAULTS, read_results
+
+    path = make_results("v3.csv")
+    old = pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=list(V3_DEFAULTS)).assign(schema_version="2")
+    old.to_csv(tmp_path / "v2.csv", index=False)
+    df = read_results(tmp_path / "v2.csv")
+    assert (df["schema_version"] == 2).all() and (df["method_version"] == "").all()
+    assert read_results(path)["value"].tolist() == df["value"].tolist()
+
+
 def test_schema_columns_match_the_architecture_doc() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
-    block = doc.split("`results.csv` (schema version 2)")[1].split("`method_params`,")[0]
+    block = doc.split("`results.csv` (schema version 3)")[1].split("`method_params`,")[0]
     assert ", ".join(RESULTS_COLUMNS) in " ".join(block.replace("`", "").split())
 
 
