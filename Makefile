@@ -1,9 +1,11 @@
-# Targets mirror CI (.ci/run runs `make test`).
+# Targets mirror CI (.ci/run runs `make lint typecheck test`, then `make regression REGRESSION_ARGS=--fresh`).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BAM := $(VENV)/bin/bam
 OUT ?= runs/demo
+# Extra arguments of scripts/ci_regression.sh (e.g. --fresh, --tolerance-only, --update-baseline).
+REGRESSION_ARGS ?=
 
 .PHONY: venv demo test lint typecheck test-all test-wheel bench regression clean help
 
@@ -15,7 +17,7 @@ help:
 	@echo "make test-all    every test, slow ones included"
 	@echo "make test-wheel  build the wheel, install it in a fresh venv, run bam outside the repo (slow)"
 	@echo "make bench       attribution throughput benchmark (scripts/bench.py)"
-	@echo "make regression  CI regression run against the committed baseline"
+	@echo "make regression  CI regression gate against baselines/ci_results.csv (REGRESSION_ARGS=--fresh ...)"
 
 venv: $(VENV)/.installed
 
@@ -47,7 +49,7 @@ bench: venv
 	$(PY) scripts/bench.py
 
 regression: venv
-	bash scripts/ci_regression.sh
+	bash scripts/ci_regression.sh $(REGRESSION_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -6,12 +6,29 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+
+def create_temp(folder: str | os.PathLike[str], name: str) -> tuple[int, Path]:
+    """Create a fresh hidden staging file ``.<name>.<random>.tmp`` in ``folder``; returns (fd, path).
+
+    The file is created with mode 0666 filtered by the process umask, as any new file (0644 under
+    umask 022, 0600 under 077): once renamed into place it has the permissions a user expects,
+    unlike the 0600 of :func:`tempfile.mkstemp`. ``O_EXCL`` makes the name ours alone.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = Path(folder) / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free staging file name for {name} in {folder}")
 
 
 @contextlib.contextmanager
@@ -24,10 +41,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kw: Any) -> Ite
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
+    fd, tmp = create_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, mode, **kw) as fh:
             yield fh

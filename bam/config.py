@@ -59,13 +59,71 @@ def resource_names(folder: str) -> list[str]:
     return sorted(p.stem for p in base.glob("*.yaml") if p.is_file()) if base is not None else []
 
 
+#: The most YAML nodes a config may expand to, aliases counted at every use (a config has hundreds):
+#: an alias bomb (nested aliases of aliases, a few hundred bytes) would expand to billions.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], limit: int) -> int:
+    """Nodes of ``node`` once every alias is expanded (memoised per node); stops past ``limit``."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] < 0:
+            raise BamError("config YAML has a recursive alias (an anchor used inside itself); accepted: "
+                           "a finite tree")
+        return sizes[key]
+    sizes[key] = -1  # in progress: meeting it again is a cycle
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children: list[yaml.Node] = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, sizes, limit)
+        if total > limit:
+            break
+    sizes[key] = total
+    return total
+
+
+def load_yaml_text(text: str, where: str, limit: int = MAX_YAML_NODES) -> Any:
+    """Parse YAML safely, refusing (one-line BamError) a document that expands to more than ``limit``
+    nodes, before anything is constructed from it (an alias bomb never reaches a repr, a hash or a dump)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, limit)
+        if size > limit:
+            raise BamError(f"config {where} expands to more than {limit} YAML nodes (aliases of aliases: a YAML "
+                           f"bomb?); accepted: a config of at most {limit} nodes with every alias expanded")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without ever building the whole of a huge value."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 8
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping; missing, unreadable or malformed files raise a one-line BamError."""
+    """Read a YAML mapping; missing, unreadable, malformed or explosive files raise a one-line BamError."""
     from bam._paths import require_file
 
     path = require_file(path, "config file", "a UTF-8 YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError as exc:
         raise BamError(f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
                        f"{exc.start}); accepted: a UTF-8 YAML file") from None
@@ -118,7 +176,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise BamError(f"config {where}: expected a mapping, got {value!r}")
+            raise BamError(f"config {where}: expected a mapping, got {short_repr(value)}")
         return from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -132,41 +190,42 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 return _coerce(a, value, where)
             except BamError as exc:
                 errors.append(str(exc))
-        raise BamError(errors[0] if errors else f"config {where}: bad value {value!r}")
+        raise BamError(errors[0] if errors else f"config {where}: bad value {short_repr(value)}")
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise BamError(f"config {where}: expected a list, got {value!r}")
+            raise BamError(f"config {where}: expected a list, got {short_repr(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
-            raise BamError(f"config {where}: expected a list of {len(args)} values, got {len(value)}: {value!r}")
+            raise BamError(f"config {where}: expected a list of {len(args)} values, got {len(value)}: "
+                           f"{short_repr(value)}")
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin in (dict, Mapping) or tp in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise BamError(f"config {where}: expected a mapping, got {value!r}")
+            raise BamError(f"config {where}: expected a mapping, got {short_repr(value)}")
         args = typing.get_args(tp)
         if len(args) != 2:
             return dict(value)
-        return {_coerce(args[0], k, f"{where} key {k!r}"): _coerce(args[1], v, f"{where}.{k}")
+        return {_coerce(args[0], k, f"{where} key {short_repr(k)}"): _coerce(args[1], v, f"{where}.{k}")
                 for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BamError(f"config {where}: expected a number, got {value!r}")
+            raise BamError(f"config {where}: expected a number, got {short_repr(value)}")
         if not math.isfinite(value):
-            raise BamError(f"config {where}: expected a finite number, got {value!r}")
+            raise BamError(f"config {where}: expected a finite number, got {short_repr(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise BamError(f"config {where}: expected an integer, got {value!r}")
+            raise BamError(f"config {where}: expected an integer, got {short_repr(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise BamError(f"config {where}: expected true/false, got {value!r}")
+            raise BamError(f"config {where}: expected true/false, got {short_repr(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise BamError(f"config {where}: expected a string, got {value!r}")
+            raise BamError(f"config {where}: expected a string, got {short_repr(value)}")
         return value
     return value
 
@@ -321,7 +380,8 @@ def load_config(cls: type[T], source: str | os.PathLike[str] | Mapping[str, Any]
         for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise BamError(f"config {cls.__name__}.{'.'.join(parts[:i + 1])}: expected a mapping, got {node!r}")
+                raise BamError(f"config {cls.__name__}.{'.'.join(parts[:i + 1])}: expected a mapping, "
+                               f"got {short_repr(node)}")
         node[parts[-1]] = value
     return from_dict(cls, data, cls.__name__)
 

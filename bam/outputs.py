@@ -15,11 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from bam._io import dumps_json, sha256_bytes, sha256_file
+from bam._io import create_temp, dumps_json, sha256_bytes, sha256_file
 from bam._paths import confine
 from bam.errors import BamError
 
@@ -41,9 +40,9 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 def _temp_name(folder: Path, name: str) -> Path:
     """A fresh hidden temp path for ``name`` in ``folder``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    fd, tmp = create_temp(folder, name)  # honours the umask, like every file bam writes
     os.close(fd)
-    return Path(tmp)
+    return tmp
 
 
 def write_output_set(folder: str | os.PathLike[str], files: Mapping[str, bytes], *,

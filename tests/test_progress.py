@@ -144,3 +144,13 @@ def test_ctrl_c_line_is_not_glued_to_a_terminal_bar(tmp_path: Path) -> None:
     assert "classes:" in text and "1/6" in text  # the bar was drawn
     before, sep, after = text.partition("error: interrupted; re-run the same command to resume")
     assert sep and before.endswith("\n") and after.strip() == ""
+
+
+def test_every_progress_bar_goes_through_bam_progress() -> None:
+    """Only bam/_progress.py may use tqdm: anything else would redraw `\\r` frames into a log file."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "bam"
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if p.name != "_progress.py" and re.search(r"^\s*(from|import)\s+tqdm", p.read_text(), re.M))
+    assert users == []

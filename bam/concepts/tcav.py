@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from bam._progress import progress_bar
 from bam.concepts._cache import CavCache
 from bam.concepts._capture import resolve_layers, summary_layer
 from bam.concepts._engine import (
@@ -154,7 +154,7 @@ def run_tcav(job: TcavJob, specs: Sequence[ModelSpec], progress: bool = False) -
     work = Work(job, SetPool(job), counters)
     targets = load_images(job.source, job.sets.targets, job.config.batch_size)
     records, cavs = [], []
-    for spec in tqdm(specs, desc="tcav", disable=not progress, leave=False):
+    for spec in progress_bar(specs, desc="tcav", enabled=progress, leave=False):
         was_training = spec.model.training
         spec.model.eval()
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bam.config import load_config, resolve_named, to_dict
+from bam.config import load_config, resolve_named, short_repr, to_dict
 from bam.errors import BamError
 
 #: Names that are safe as folder names and CSV values.
@@ -63,7 +63,7 @@ class Recipe:
 
     def _validate(self) -> None:
         """Raise a one-line BamError on the first inconsistent field."""
-        where = f"recipe {self.name!r}"
+        where = f"recipe {short_repr(self.name)}"
         if not _NAME.match(self.name):
             raise BamError(f"{where}: bad name; accepted: letters, digits, '_', '.', '-'")
         for kind, classes in (("object_classes", self.object_classes), ("scene_classes", self.scene_classes)):
@@ -78,12 +78,13 @@ class Recipe:
                                     ("common_scene", self.common_scene, self.scene_classes),
                                     ("iir_scene", self.iir_scene, self.scene_classes)):
             if value not in classes:
-                raise BamError(f"{where}: {fld} {value!r} is not a class; accepted: {', '.join(classes)}")
+                raise BamError(f"{where}: {fld} {short_repr(value)} is not a class; accepted: {', '.join(classes)}")
         from bam.data.sources import source_names
 
         for kind, source in (("object", self.object_source), ("scene", self.scene_source)):
             if source not in source_names(kind):
-                raise BamError(f"{where}: unknown {kind}_source {source!r}; accepted: {', '.join(source_names(kind))}")
+                raise BamError(f"{where}: unknown {kind}_source {short_repr(source)}; "
+                               f"accepted: {', '.join(source_names(kind))}")
         if not 16 <= self.image_size <= 1024:
             raise BamError(f"{where}: image_size {self.image_size} out of range; accepted: 16..1024")
         if not 2 <= self.instances_per_class <= MAX_INSTANCES:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bam.concepts.config import TcavConfig
-from bam.config import check_seed
+from bam.config import check_seed, short_repr
 from bam.errors import BamError
 from bam.schema import MASK_MODES, SPACES
 
@@ -97,11 +97,11 @@ class EvalConfig:
         for section in ("images", "method_images"):
             for k, v in dict(getattr(self, section)).items():
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                    raise BamError(f"{section}.{k} = {v!r}; accepted: a positive integer or null (all)")
+                    raise BamError(f"{section}.{k} = {short_repr(v)}; accepted: a positive integer or null (all)")
         for section in ("method_params", "metric_params"):
             for k, v in dict(getattr(self, section)).items():
                 if not isinstance(v, Mapping):
-                    raise BamError(f"{section}.{k} = {v!r}; accepted: a mapping of parameter -> value")
+                    raise BamError(f"{section}.{k} = {short_repr(v)}; accepted: a mapping of parameter -> value")
 
     def image_limit(self, metric: str) -> int | None:
         """How many val images ``metric`` uses (None = all)."""

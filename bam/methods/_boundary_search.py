@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bam._progress import progress_bar
 from bam.errors import BamError
 from bam.methods._boundary_attacks import Net, batch_shape, bisect, carlini_wagner, pgd_level, random_start
 from bam.methods._boundary_config import CW_MODES, LOSSES, STARTS, SearchConfig
@@ -112,16 +113,14 @@ class _State:
 
 def _pgd_grid(state: _State, rows: Tensor, first_level: Tensor) -> None:
     """Stage 2: PGD over the epsilon grid on ``rows`` (bool [N]) with early exit; offer the winners."""
-    from tqdm.auto import tqdm
-
     x, label, cfg, net = state.x, state.label, state.run.cfg, state.run.net
     pgd_best = x.clone()
     pgd_d = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
     pgd_eps = torch.full_like(pgd_d, float("nan"))
     active = rows.clone()
     gen = torch.Generator(device=x.device).manual_seed(int(state.run.seed))
-    for level, eps in enumerate(tqdm(cfg.epsilons, desc="boundary search", disable=not state.run.progress,
-                                     leave=False)):
+    for level, eps in enumerate(progress_bar(cfg.epsilons, desc="boundary search", enabled=state.run.progress,
+                                             leave=False)):
         start = random_start(gen, x, eps)  # whole batch, fixed order: independent of exits
         idx = (active & (first_level <= level)).nonzero().squeeze(1)
         if idx.numel() == 0:

@@ -1,9 +1,9 @@
 """Reports of an evaluation: the HTML report and the CI regression gate (SPEC §6).
 
->>> from bam.report import build_report, compare_results
+>>> from bam.report import GateRules, build_report, compare_results
 >>> build_report("runs/eval")                       # runs/eval/report.html + runs/eval/figures/*.png
->>> cmp = compare_results("baselines/ci_results.csv", "runs/ci/results.csv", tolerance=0.05)
->>> cmp.failed, cmp.frame                           # bool, the diff table
+>>> cmp = compare_results("baselines/ci_results.csv", "runs/ci/eval/results.csv", GateRules(tolerance=0.05))
+>>> cmp.failed, cmp.frame                           # bool, the diff table (interval-based decision)
 """
 
 from __future__ import annotations

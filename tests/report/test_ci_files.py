@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import click
+import pandas as pd
 import pytest
 import yaml
 
@@ -65,12 +68,59 @@ def test_workflow_is_valid_yaml_and_uses_real_options() -> None:
     assert "$METHOD" in runs and wf["env"]["METHOD"].count(":") == 1
 
 
-def test_committed_baseline_is_schema_1_and_passes_against_itself() -> None:
+def test_workflow_gate_is_green_before_a_change_and_red_after_one(tmp_path: Path) -> None:
+    """The workflow's compare step, run as the runner would: first run (no baseline) green with a
+    notice; the committed baseline against an identical run green; a broken method red."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    step = next(s for s in wf["jobs"]["bam"]["steps"] if s.get("name", "").startswith("Compare"))
+    work = tmp_path / "bam-ci"
+    (work / "eval").mkdir(parents=True)
+    shutil.copy(BASELINE, work / "eval" / "results.csv")
+    env = {**os.environ, **{k: str(v) for k, v in wf["env"].items() if "${{" not in str(v)}, "WORK": str(work),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def step_run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    first = step_run()
+    assert first.returncode == 0 and "::notice title=bam: no baseline yet::" in first.stdout, first
+    shutil.copy(BASELINE, tmp_path / wf["env"]["BASELINE"])
+    same = step_run()
+    assert same.returncode == 0 and same.stdout.splitlines()[-1].startswith("PASS"), same.stdout[-2000:]
+    df = pd.read_csv(BASELINE, dtype=str, keep_default_na=False)
+    hit = (df["method"] == "gradient") & (df["metric"] == "idr")
+    value = float(df.loc[hit, "value"].item())
+    assert value > 0.3
+    df.loc[hit, ["value", "ci_low", "ci_high"]] = ["0.0", "0.0", "0.0"]  # gradient broken: IDR 0 for sure
+    df.to_csv(work / "eval" / "results.csv", index=False)
+    broken = step_run()
+    assert broken.returncode == 1, broken.stdout[-2000:]
+    failing = [ln for ln in broken.stdout.splitlines() if ln.startswith("REGRESSION:")]
+    assert len(failing) == 1 and failing[0].startswith(f"REGRESSION: gradient idr on scene: {value:.4f} -> 0.0000 "
+                                                        f"(delta {-value:+.4f}, beyond {value - 0.05:.4f}"), failing
+
+
+def test_committed_baseline_is_current_and_complete() -> None:
+    """The baseline is in this bam's schema, has every registered method, metric and TCAV row, and
+    passes against itself with no "out of date" line (else: scripts/ci_regression.sh --fresh --update-baseline)."""
+    from bam.methods import METHODS, list_methods
+    from bam.metrics import list_metrics
+    from bam.report.gate_lines import stale_line
+    from bam.schema import SCHEMA_VERSION
+
     if not BASELINE.is_file():
         pytest.fail(f"{BASELINE} is missing: run scripts/ci_regression.sh --fresh --update-baseline")
     df = read_results(BASELINE)
+    regen = "scripts/ci_regression.sh --fresh --update-baseline"
+    assert set(df["schema_version"]) == {SCHEMA_VERSION}, f"baseline schema is old: run {regen}"
     assert set(df["dataset"]) == {"tiny"} and set(df["seed"].astype(str)) == {"0"}
-    assert {"mcs", "idr", "iir", "rmcs", "rmcs_curve"} <= set(df["metric"])
-    assert {"random", "edge", "center", "gradient", "gradcam"} <= set(df["method"])
+    builtin = {m for m in list_methods() if METHODS.get(m).__module__.startswith("bam.")}  # not tests' methods
+    assert set(df["method"]) == {*builtin, "tcav"}, f"baseline method set is out of date: run {regen}"
+    assert {"mcs", "idr", "iir", "rmcs", "rmcs_curve", "tcav_mcs", "tcav_rmcs"} <= set(df["metric"])
+    assert set(list_metrics()) <= set(df["metric"])
     cmp = compare_results(BASELINE, BASELINE, GateRules(tolerance=0.0))
     assert not cmp.failed and set(cmp.frame["status"]) <= {"OK", "INFO"}
+    assert stale_line(cmp, "x") is None
